@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from selfserve import schemas
+from selfserve.client import _credentials
+from selfserve.client._nouns import (
+    AuditClient,
+    MembersClient,
+    ProjectsClient,
+    QuotasClient,
+    TokensClient,
+    UsersClient,
+)
+from selfserve.client._routes import ROUTES
+from selfserve.errors import ServiceUnavailable, Unauthenticated, error_from_response
+from selfserve.settings import get_client_settings
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+
+
+class Client:
+    """The Python SDK: one facade over the REST API, one sub-client per noun.
+
+    Args:
+        url: The API URL. Default: ``SELFSERVE_URL``, then the saved login's, then the local default.
+        token: An API token. Default: ``SELFSERVE_TOKEN``, then the saved login's.
+        timeout: Seconds before a call gives up.
+        transport: An httpx transport (tests pass one to reach an in-process app).
+
+    Every error the server raises comes back as the same :class:`selfserve.SelfServeError` subclass.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        cfg = get_client_settings()
+        self._config_dir = cfg.config_dir
+        saved = _credentials.load(cfg.config_dir) if (url is None or token is None) else {}
+        self.url = (url or cfg.url or saved.get("url") or DEFAULT_URL).rstrip("/")
+        env_token = cfg.token.get_secret_value() if cfg.token else None
+        self._token: str | None = token or env_token or saved.get("token")
+        self._timeout = timeout or cfg.timeout
+        self._transport = transport
+
+    @cached_property
+    def _http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=self._timeout, transport=self._transport)
+
+    # -- sub-clients --------------------------------------------------------------------
+    @cached_property
+    def tokens(self) -> TokensClient:
+        return TokensClient(self)
+
+    @cached_property
+    def users(self) -> UsersClient:
+        return UsersClient(self)
+
+    @cached_property
+    def projects(self) -> ProjectsClient:
+        return ProjectsClient(self)
+
+    @cached_property
+    def members(self) -> MembersClient:
+        return MembersClient(self)
+
+    @cached_property
+    def quotas(self) -> QuotasClient:
+        return QuotasClient(self)
+
+    @cached_property
+    def audit(self) -> AuditClient:
+        return AuditClient(self)
+
+    # -- session ------------------------------------------------------------------------
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    def login(self, username: str, password: str, *, save: bool = True) -> schemas.LoginResponse:
+        """Log in; with ``save`` the token is kept for later clients and the CLI."""
+        data = self._request("login", json={"username": username, "password": password}, auth=False)
+        resp = schemas.LoginResponse.model_validate(data)
+        self._token = resp.token
+        if save:
+            _credentials.save(self._config_dir, self.url, resp.token, resp.user.name)
+        return resp
+
+    def logout(self) -> None:
+        """Revoke the current token and forget the saved login."""
+        try:
+            if self._token:
+                self._request("logout")
+        finally:
+            self._token = None
+            _credentials.clear(self._config_dir)
+
+    def whoami(self) -> schemas.WhoAmI:
+        return schemas.WhoAmI.model_validate(self._request("whoami"))
+
+    def change_password(self, current: str, new: str) -> None:
+        self._request("change_password", json={"current_password": current, "new_password": new})
+
+    def health(self) -> schemas.Health:
+        return schemas.Health.model_validate(self._request("health", auth=False))
+
+    def roles(self) -> list[schemas.RolePublic]:
+        return [schemas.RolePublic.model_validate(r) for r in self._request("roles")]
+
+    def close(self) -> None:
+        if "_http" in self.__dict__:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ----------------------------------------------------------------------
+    def _request(
+        self,
+        route: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+        **path: Any,
+    ) -> Any:
+        method, template = ROUTES[route]
+        url = template.format(**{k: quote(str(v), safe="") for k, v in path.items()})
+        headers = {}
+        if auth:
+            if not self._token:
+                raise Unauthenticated("not logged in: run `selfserve login` or pass a token")
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            resp = self._http.request(method, url, json=json, params=params, headers=headers)
+        except httpx.TransportError as e:
+            raise ServiceUnavailable(
+                f"cannot reach the selfserve API at {self.url} ({type(e).__name__}); is it running? "
+                "Start it with `selfserve up`."
+            ) from None
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            raise error_from_response(resp.status_code, body)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()

@@ -1,0 +1,1 @@
+"""Data: object storage, connectors, datasets, transforms, contracts and the catalog."""

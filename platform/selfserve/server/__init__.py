@@ -1,0 +1,83 @@
+"""The control plane: ``create_app()`` builds the FastAPI app; ``bootstrap()`` prepares its DB."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from selfserve import __version__
+from selfserve.settings import Settings, get_settings
+from selfserve.store import Store
+
+log = logging.getLogger("selfserve.server")
+API_PREFIX = "/api/v1"
+ADMIN_CREDENTIALS_FILE = "admin-credentials.txt"
+
+
+def bootstrap(settings: Settings, store: Store) -> tuple[str, str] | None:
+    """Migrate the DB and create the first admin if there is none.
+
+    Returns:
+        (name, password) when the admin was created now; the password is also written, 0600,
+        to ``<home>/admin-credentials.txt`` so it can be read once more by its owner.
+    """
+    from selfserve.policy.identity import bootstrap_admin
+
+    store.migrate()
+    with store.begin() as session:
+        created = bootstrap_admin(session)
+    if created is not None:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        path = settings.home / ADMIN_CREDENTIALS_FILE
+        _write_private(path, f"user: {created[0]}\npassword: {created[1]}\n")
+    return created
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
+    """Build the API. Nothing connects until the first request (or the lifespan's bootstrap)."""
+    from selfserve.policy.provisioning import build_all
+    from selfserve.server import errors
+    from selfserve.server.limits import BodyLimitMiddleware
+    from selfserve.server.routes import audit, auth, meta, projects, quotas, tokens, users
+
+    settings = settings or get_settings()
+    store = store or Store(settings.database_url, echo=settings.database.echo)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        created = bootstrap(settings, store)
+        if created:
+            log.warning("created the first admin %r; its password is in %s", created[0],
+                        settings.home / ADMIN_CREDENTIALS_FILE)
+        yield
+        store.dispose()
+
+    app = FastAPI(
+        title="selfserve",
+        version=__version__,
+        description="Self-service data and ML platform: the control plane.",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.provisioners = build_all(settings)
+    errors.install(app)
+    for module in (meta, auth, tokens, users, projects, quotas, audit):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    return app

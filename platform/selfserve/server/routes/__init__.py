@@ -1,0 +1,1 @@
+"""One module per noun; each is thin and calls the policy/service layer."""
