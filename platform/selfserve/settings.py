@@ -81,6 +81,22 @@ class DatabaseSettings(BaseModel):
     echo: bool = Field(False, description="Log every SQL statement.")
 
 
+class StorageSettings(BaseModel):
+    url: str | None = Field(
+        None, description="Storage root: a local directory or s3://bucket[/prefix]; default <home>/storage."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for MinIO or another S3 server.")
+    s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
+    s3_region: str = Field("us-east-1", description="S3 region.")
+
+
+class ConsoleSettings(BaseModel):
+    app_path: Path = Field(
+        SOURCE_ROOT / "services" / "console" / "app.py", description="The Streamlit console's entry script."
+    )
+
+
 class SecuritySettings(BaseModel):
     session_ttl: str = Field("12h", description="Lifetime of tokens issued at login.")
     max_token_ttl: str = Field("365d", description="Longest lifetime an API token may ask for.")
@@ -126,6 +142,8 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
     security: SecuritySettings = Field(default_factory=SecuritySettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # type: ignore[arg-type]
     platform: PlatformSettings = Field(default_factory=PlatformSettings)  # type: ignore[arg-type]
     quotas: dict[str, str | int | float] = Field(
         default_factory=dict, description="Quotas every new project starts with, by resource."
