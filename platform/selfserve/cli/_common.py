@@ -21,6 +21,9 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts instead of 
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 3
 
+# Clients opened by the running command; the error boundary closes them when the command ends.
+_opened: list[Client] = []
+
 
 def handle_errors(fn: F) -> F:
     """The CLI's one error boundary: a SelfServeError becomes its message on stderr and exit code 1."""
@@ -37,6 +40,9 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        finally:
+            while _opened:
+                _opened.pop().close()
 
     return wrapper  # type: ignore[return-value]
 
@@ -44,14 +50,16 @@ def handle_errors(fn: F) -> F:
 def client() -> Client:
     from selfserve.client import Client
 
-    return Client()
+    c = Client()
+    _opened.append(c)
+    return c
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, *, json_mode: bool = True) -> Any:
     if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json" if json_mode else "python")
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [_plain(v, json_mode=json_mode) for v in value]
     return value
 
 
@@ -80,7 +88,7 @@ def print_table(rows: Iterable[Any], columns: Sequence[str], *, title: str | Non
         table.add_column(c)
     count = 0
     for row in rows:
-        data = _plain(row)
+        data = _plain(row, json_mode=False)
         table.add_row(*(_cell(data.get(c) if isinstance(data, dict) else getattr(row, c, None)) for c in columns))
         count += 1
     if count == 0:
@@ -99,7 +107,7 @@ def output(value: Any, as_json: bool, columns: Sequence[str], *, title: str | No
 
 
 def print_record(value: Any, fields: Sequence[str] | None = None) -> None:
-    data = _plain(value)
+    data = _plain(value, json_mode=False)
     keys = fields or list(data)
     width = max(len(k) for k in keys)
     for k in keys:

@@ -17,7 +17,7 @@ from selfserve.client._nouns import (
     UsersClient,
 )
 from selfserve.client._routes import ROUTES
-from selfserve.errors import ServiceUnavailable, Unauthenticated, error_from_response
+from selfserve.errors import InvalidInput, ServiceUnavailable, Unauthenticated, error_from_response
 from selfserve.settings import get_client_settings
 
 DEFAULT_URL = "http://127.0.0.1:8700"
@@ -43,7 +43,10 @@ class Client:
         timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        cfg = get_client_settings()
+        try:
+            cfg = get_client_settings()
+        except ValueError as e:  # pydantic's ValidationError is a ValueError
+            raise InvalidInput(f"invalid client setting: {str(e).splitlines()[0:3]}") from None
         self._config_dir = cfg.config_dir
         saved = _credentials.load(cfg.config_dir) if (url is None or token is None) else {}
         self.url = (url or cfg.url or saved.get("url") or DEFAULT_URL).rstrip("/")

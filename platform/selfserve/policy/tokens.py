@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,6 +22,46 @@ from selfserve.store.tables import Project, Token, utcnow
 
 PREFIX = "ss_"
 _LAST_USED_EVERY = timedelta(seconds=60)
+
+
+class CallerCache:
+    """Recently authenticated tokens, so that most requests skip the DB lookup.
+
+    Every change that ends a token's validity in this process (revoke, logout, disable,
+    password reset) drops the principal's entries at once; ``ttl`` bounds how long another
+    API process could keep honouring a token revoked elsewhere.
+    """
+
+    def __init__(self, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[Caller, float, datetime | None]] = {}
+
+    def get(self, digest: str) -> Caller | None:
+        hit = self._entries.get(digest)
+        if hit is None:
+            return None
+        caller, cached_at, expires_at = hit
+        if time.monotonic() - cached_at > self.ttl or (expires_at is not None and expires_at <= utcnow()):
+            self._entries.pop(digest, None)
+            return None
+        return caller
+
+    def put(self, digest: str, caller: Caller, expires_at: datetime | None) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[digest] = (caller, time.monotonic(), expires_at)
+
+    def forget_principal(self, principal_id: int) -> None:
+        for digest, (caller, _, _) in list(self._entries.items()):
+            if caller.id == principal_id:
+                self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+cache = CallerCache()
 
 
 def hash_token(token: str) -> str:
@@ -72,6 +113,9 @@ def authenticate(session: Session, plaintext: str) -> Caller:
     if not plaintext.startswith(PREFIX) or len(plaintext) > 128:
         raise Unauthenticated("invalid token")
     digest = hash_token(plaintext)
+    cached = cache.get(digest)
+    if cached is not None:
+        return cached
     row = session.scalar(select(Token).where(Token.token_hash == digest))
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise Unauthenticated("invalid token")
@@ -86,9 +130,18 @@ def authenticate(session: Session, plaintext: str) -> Caller:
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_EVERY:
         row.last_used_at = now
         session.commit()
-    return Caller(
+    caller = Caller(
         id=p.id, name=p.name, kind=p.kind, is_admin=p.is_admin, token_id=row.id, token_project_id=row.project_id
     )
+    cache.put(digest, caller, row.expires_at)
+    return caller
+
+
+def cached_caller(plaintext: str) -> Caller | None:
+    """The caller for a token authenticated moments ago in this process, without touching the DB."""
+    if not plaintext.startswith(PREFIX) or len(plaintext) > 128:
+        return None
+    return cache.get(hash_token(plaintext))
 
 
 def list_for(session: Session, principal_id: int) -> list[Token]:
@@ -101,6 +154,7 @@ def revoke(session: Session, principal_id: int, token_id: int, *, any_owner: boo
         raise NotFound(f"token {token_id} not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+    cache.forget_principal(row.principal_id)
     return row
 
 
@@ -108,3 +162,4 @@ def revoke_all(session: Session, principal_id: int) -> None:
     now = utcnow()
     for row in session.scalars(select(Token).where(Token.principal_id == principal_id, Token.revoked_at.is_(None))):
         row.revoked_at = now
+    cache.forget_principal(principal_id)

@@ -23,15 +23,20 @@ def bootstrap(settings: Settings, store: Store) -> tuple[str, str] | None:
     """Migrate the DB and create the first admin if there is none.
 
     Returns:
-        (name, password) when the admin was created now; the password is also written, 0600,
-        to ``<home>/admin-credentials.txt`` so it can be read once more by its owner.
+        (name, password) when the admin was created now. A generated password is also written,
+        0600, to ``<home>/admin-credentials.txt`` so its owner can read it once more; a password
+        given in settings is not copied anywhere.
+
+    Raises:
+        RuntimeError: outside embedded mode, the secret key is unset or a placeholder.
     """
     from selfserve.policy.identity import bootstrap_admin
 
+    settings.resolved_secret_key()  # outside embedded mode, refuse to start with a placeholder
     store.migrate()
     with store.begin() as session:
         created = bootstrap_admin(session)
-    if created is not None:
+    if created is not None and settings.platform.admin_password is None:
         settings.home.mkdir(parents=True, exist_ok=True)
         path = settings.home / ADMIN_CREDENTIALS_FILE
         _write_private(path, f"user: {created[0]}\npassword: {created[1]}\n")

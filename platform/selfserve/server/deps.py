@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from selfserve.errors import Unauthenticated
 from selfserve.policy.authz import Caller
 from selfserve.policy.provisioning import Provisioner
-from selfserve.policy.tokens import authenticate
+from selfserve.policy.tokens import authenticate, cached_caller
 from selfserve.schemas import NAME_HELP
 
 ACTION_KEY = "x-selfserve-action"
@@ -29,22 +30,32 @@ def action(name: str, scope: Scope = "project") -> dict[str, Any]:
     return {ACTION_KEY: name, SCOPE_KEY: scope}
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.store.session() as session:
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Creating a Session does no I/O, so it happens on the event loop. Closing it returns a
+    # connection to the pool (a rollback): over a network that runs in the threadpool, but
+    # SQLite's is a local call of microseconds, cheaper than the hop to a thread.
+    store = request.app.state.store
+    session = store.session()
+    try:
         yield session
+    finally:
+        if store.is_local:
+            session.close()
+        else:
+            await run_in_threadpool(session.close)
 
 
 _bearer = HTTPBearer(auto_error=False, description="A token from `selfserve login` or `selfserve token create`.")
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     session: Annotated[Session, Depends(get_session)],
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if creds is None:
         raise Unauthenticated("missing bearer token; log in with `selfserve login` or pass a token")
-    caller = authenticate(session, creds.credentials)
+    caller = cached_caller(creds.credentials) or await run_in_threadpool(authenticate, session, creds.credentials)
     request.state.caller = caller
     return caller
 

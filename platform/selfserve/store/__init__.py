@@ -18,6 +18,7 @@ class Store:
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
+        self.is_local = url.startswith("sqlite")
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
