@@ -45,4 +45,4 @@ _register()
 
 
 def main() -> None:
-    app()
+    app(prog_name="selfserve")

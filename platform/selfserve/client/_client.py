@@ -8,6 +8,7 @@ import httpx
 
 from selfserve import schemas
 from selfserve.client import _credentials
+from selfserve.client._data import DatasetsClient, JobsClient, ProductsClient, SourcesClient
 from selfserve.client._nouns import (
     AuditClient,
     MembersClient,
@@ -84,6 +85,22 @@ class Client:
     def audit(self) -> AuditClient:
         return AuditClient(self)
 
+    @cached_property
+    def sources(self) -> SourcesClient:
+        return SourcesClient(self)
+
+    @cached_property
+    def datasets(self) -> DatasetsClient:
+        return DatasetsClient(self)
+
+    @cached_property
+    def jobs(self) -> JobsClient:
+        return JobsClient(self)
+
+    @cached_property
+    def products(self) -> ProductsClient:
+        return ProductsClient(self)
+
     # -- session ------------------------------------------------------------------------
     @property
     def token(self) -> str | None:
@@ -100,12 +117,16 @@ class Client:
 
     def logout(self) -> None:
         """Revoke the current token and forget the saved login."""
+        token = self._token
         try:
-            if self._token:
+            if token:
                 self._request("logout")
         finally:
             self._token = None
-            _credentials.clear(self._config_dir)
+            # Forget the saved login only if it is this client's: signing out of the console must
+            # not log out a CLI that runs as the same OS user with its own token.
+            if token is None or _credentials.load(self._config_dir).get("token") == token:
+                _credentials.clear(self._config_dir)
 
     def whoami(self) -> schemas.WhoAmI:
         return schemas.WhoAmI.model_validate(self._request("whoami"))
@@ -137,8 +158,23 @@ class Client:
         json: Any = None,
         params: dict[str, Any] | None = None,
         auth: bool = True,
+        files: dict[str, Any] | None = None,
         **path: Any,
     ) -> Any:
+        method, url, headers = self._prepare(route, auth, path)
+        try:
+            resp = self._http.request(method, url, json=json, params=params, headers=headers, files=files)
+        except httpx.TransportError as e:
+            raise ServiceUnavailable(
+                f"cannot reach the selfserve API at {self.url} ({type(e).__name__}); is it running? "
+                "Start it with `selfserve up`."
+            ) from None
+        self._raise_for_status(resp)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        return resp.json()
+
+    def _prepare(self, route: str, auth: bool, path: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
         method, template = ROUTES[route]
         url = template.format(**{k: quote(str(v), safe="") for k, v in path.items()})
         headers = {}
@@ -146,19 +182,31 @@ class Client:
             if not self._token:
                 raise Unauthenticated("not logged in: run `selfserve login` or pass a token")
             headers["Authorization"] = f"Bearer {self._token}"
-        try:
-            resp = self._http.request(method, url, json=json, params=params, headers=headers)
-        except httpx.TransportError as e:
-            raise ServiceUnavailable(
-                f"cannot reach the selfserve API at {self.url} ({type(e).__name__}); is it running? "
-                "Start it with `selfserve up`."
-            ) from None
+        return method, url, headers
+
+    @staticmethod
+    def _raise_for_status(resp: httpx.Response) -> None:
         if resp.status_code >= 400:
             try:
                 body = resp.json()
             except ValueError:
                 body = None
             raise error_from_response(resp.status_code, body)
-        if resp.status_code == 204 or not resp.content:
-            return None
-        return resp.json()
+
+    def _download(self, route: str, dest: Any, *, params: dict[str, Any] | None = None, **path: Any) -> None:
+        """Stream a file response to ``dest`` (written whole or not at all)."""
+        method, url, headers = self._prepare(route, True, path)
+        tmp = dest.with_name(f".{dest.name}.part")
+        try:
+            with self._http.stream(method, url, params=params, headers=headers) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._raise_for_status(resp)
+                with tmp.open("wb") as out:
+                    for chunk in resp.iter_bytes():
+                        out.write(chunk)
+            tmp.replace(dest)
+        except httpx.TransportError as e:
+            raise ServiceUnavailable(f"cannot reach the selfserve API at {self.url} ({type(e).__name__})") from None
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from selfserve.errors import InvalidInput, QuotaExceeded
@@ -53,7 +55,7 @@ def parse_value(name: str, value: str | int | float) -> float:
     res = resource(name)
     try:
         v = float(parse_size(value)) if res.unit == "bytes" else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a number too big for a float
         want = "a size like 20GB" if res.unit == "bytes" else "a number"
         raise InvalidInput(f"invalid value for quota {name!r}: {value!r} is not {want}") from None
     if not (v >= 0) or v == float("inf"):
@@ -77,16 +79,22 @@ def defaults() -> dict[str, float]:
     return {k: parse_value(k, configured[k]) for k in RESOURCES}
 
 
-def human(value: float, unit: str) -> str:
+def human(value: float, unit: str, *, scale: float | None = None) -> str:
+    """``value`` for people. Bytes take the unit that suits ``scale`` (default: the value itself),
+    so that the numbers one message compares share a unit: ``10.2 GB used + 0.5 GB requested``."""
     if unit == "bytes":
+        ref = value if scale is None else scale
         for suffix, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-            if value >= size:
-                return f"{value / size:.1f}".removesuffix(".0") + f" {suffix}"
+            if ref >= size:
+                shown = f"{value / size:.1f}".removesuffix(".0")
+                if shown == "0" and value > 0:  # too small for the shared unit: its own
+                    return human(value, unit)
+                return f"{shown} {suffix}"
         return f"{value:.0f} B"
     if unit == "per-minute":
         return f"{value:g}/min"
     if unit == "cores":
-        return f"{value:g} cores"
+        return f"{value:g} core" + ("" if value == 1 else "s")
     return f"{value:g}"
 
 
@@ -120,8 +128,22 @@ def usage(session: Session, project: Project) -> dict[str, float]:
 
 
 def _usage_row(session: Session, project: Project, name: str) -> Usage:
+    """The project's usage row for ``name``, created if missing and held until the transaction ends.
+
+    Creating it is an insert that does nothing when the row exists, so two first uses cannot
+    collide; being a write, it also takes SQLite's database lock, as ``FOR UPDATE`` takes the
+    row's lock on PostgreSQL. Either way a read-check-update of usage never interleaves with another.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            insert(Usage)
+            .values(project_id=project.id, resource=name, amount=0.0, updated_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["project_id", "resource"])
+        )
     stmt = select(Usage).where(Usage.project_id == project.id, Usage.resource == name)
-    row = session.scalar(stmt.with_for_update())
+    row = session.scalar(stmt.with_for_update().execution_options(populate_existing=True))
     if row is None:
         row = Usage(project_id=project.id, resource=name, amount=0.0)
         session.add(row)
@@ -140,22 +162,24 @@ def check(session: Session, project: Project, name: str, amount: float) -> None:
     if res.kind == "pool":
         used = usage(session, project).get(name, 0.0)
         if used + amount > limit:
+            scale = max(used, amount, limit)
             raise QuotaExceeded(
-                f"{name} quota exceeded for project {project.name}: {human(used, res.unit)} used + "
-                f"{human(amount, res.unit)} requested > {human(limit, res.unit)}",
+                f"{name} quota exceeded for project {project.name}: {human(used, res.unit, scale=scale)} used + "
+                f"{human(amount, res.unit, scale=scale)} requested > {human(limit, res.unit, scale=scale)}",
                 detail={"resource": name, "used": used, "requested": amount, "limit": limit},
             )
     elif amount > limit:
+        scale = max(amount, limit)
         raise QuotaExceeded(
-            f"{name} quota exceeded for project {project.name}: {human(amount, res.unit)} requested "
-            f"> {human(limit, res.unit)}",
+            f"{name} quota exceeded for project {project.name}: {human(amount, res.unit, scale=scale)} requested "
+            f"> {human(limit, res.unit, scale=scale)}",
             detail={"resource": name, "requested": amount, "limit": limit},
         )
 
 
 def reserve(session: Session, project: Project, name: str, amount: float) -> None:
     """Check a pooled quota and take ``amount`` of it in the caller's transaction."""
-    row = _usage_row(session, project, name)  # locked on PostgreSQL until commit
+    row = _usage_row(session, project, name)  # held until the caller's transaction ends
     check(session, project, name, amount)
     row.amount += amount
     row.updated_at = utcnow()

@@ -1,0 +1,124 @@
+"""The embedded services, declared once: what to run, on which port, and how to tell it is healthy.
+
+Adding a service to ``selfserve up`` is one more :class:`ServiceSpec` in :func:`services`; the
+supervisor starts, checks and stops every entry alike.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from selfserve.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One process the embedded platform runs.
+
+    Attributes:
+        name: Short name, used for the log file (``<log_dir>/<name>.log``) and in messages.
+        argv: The command line.
+        host: The address the service listens on.
+        port: The port it listens on; checked to be free before anything starts.
+        health_path: Path that answers 200 once the service is ready.
+        url: Where users reach the service.
+        port_setting: The dotted settings field that sets ``port``, named in errors (``server.api_port``).
+        port_flag: The ``selfserve up`` flag that overrides ``port``, if there is one.
+        env: Variables set for the process on top of the supervisor's environment.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    host: str
+    port: int
+    health_path: str
+    url: str
+    port_setting: str
+    port_flag: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{local_address(self.host)}:{self.port}{self.health_path}"
+
+    @property
+    def port_env(self) -> str:
+        """The environment variable of ``port_setting``: ``server.api_port`` -> ``SELFSERVE_SERVER__API_PORT``."""
+        return "SELFSERVE_" + self.port_setting.upper().replace(".", "__")
+
+    @property
+    def port_hint(self) -> str:
+        """How to choose another port, for error messages."""
+        flag = f"`selfserve up {self.port_flag} PORT` or " if self.port_flag else ""
+        return f"{flag}{self.port_env} (setting {self.port_setting})"
+
+
+def local_address(host: str) -> str:
+    """The address a local client connects to for a server bound to ``host`` (URL-ready)."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def services(settings: Settings) -> list[ServiceSpec]:
+    """The services ``selfserve up`` runs, in start order, configured from ``settings``."""
+    host = settings.server.host
+    python = sys.executable
+    # Children read the same settings tree; these are the values the supervisor may have changed
+    # (flags) or resolved (home), so they are passed explicitly rather than trusted to match.
+    common = {
+        "SELFSERVE_HOME": str(settings.home),
+        "SELFSERVE_SERVER__HOST": host,
+        "SELFSERVE_SERVER__API_PORT": str(settings.server.api_port),
+        "SELFSERVE_SERVER__CONSOLE_PORT": str(settings.server.console_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    console_port = settings.server.console_port
+    return [
+        ServiceSpec(
+            name="api",
+            argv=(python, "-m", "selfserve.server"),
+            host=host,
+            port=settings.server.api_port,
+            health_path="/api/v1/health",
+            url=settings.api_url,
+            port_setting="server.api_port",
+            port_flag="--api-port",
+            env=common,
+        ),
+        ServiceSpec(
+            name="console",
+            argv=(
+                python,
+                "-m",
+                "streamlit",
+                "run",
+                str(settings.console.app_path),
+                "--server.headless",
+                "true",
+                "--server.address",
+                host,
+                "--server.port",
+                str(console_port),
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+                "--client.toolbarMode",
+                "minimal",
+                "--theme.primaryColor",
+                "#4f46e5",
+            ),  # fmt: skip
+            host=host,
+            port=console_port,
+            health_path="/_stcore/health",
+            url=f"http://{local_address(host)}:{console_port}",
+            port_setting="server.console_port",
+            port_flag="--console-port",
+            env={**common, "SELFSERVE_URL": settings.api_url},
+        ),
+    ]
