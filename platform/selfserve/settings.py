@@ -33,8 +33,14 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "B": 1,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
 }
 
 
@@ -72,6 +78,9 @@ class ServerSettings(BaseModel):
     console_port: int = Field(8701, ge=0, le=65535, description="Port of the Streamlit console.")
     public_url: str | None = Field(None, description="URL users reach the API at; default http://host:api_port.")
     max_body_bytes: int = Field(10 * 2**20, gt=0, description="Largest JSON request body accepted.")
+    threads: int = Field(
+        4, ge=1, le=64, description="Worker threads for blocking request work; few threads contend less for the GIL."
+    )
 
 
 class DatabaseSettings(BaseModel):
@@ -89,6 +98,27 @@ class StorageSettings(BaseModel):
     s3_access_key_id: SecretStr | None = Field(None, description="S3 access key id.")
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret access key.")
     s3_region: str = Field("us-east-1", description="S3 region.")
+
+
+class DataSettings(BaseModel):
+    file_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server directories that `file` and `sqlite` sources may read (admin-set); none by default.",
+    )
+    allow_private_urls: bool = Field(
+        True,
+        description="Let URL-based sources (rest, file URLs) reach loopback and private addresses. "
+        "Embedded single-machine default: true; set false on shared hosts.",
+    )
+    max_upload_bytes: int = Field(1 << 30, gt=0, description="Largest file upload accepted.")
+    max_preview_rows: int = Field(1000, gt=0, description="Most rows a preview or query returns.")
+    default_batch_rows: int = Field(50_000, gt=0, description="Rows per chunk when ingesting.")
+    query_timeout: float = Field(
+        300.0, gt=0, description="Seconds a SQL query or SQL transform may run before it is stopped."
+    )
+    transform_timeout: float = Field(
+        3600.0, gt=0, description="Seconds a Polars transform's child process may run before it is killed."
+    )
 
 
 class ConsoleSettings(BaseModel):
@@ -144,6 +174,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)  # type: ignore[arg-type]
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # type: ignore[arg-type]
+    data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
     platform: PlatformSettings = Field(default_factory=PlatformSettings)  # type: ignore[arg-type]
     quotas: dict[str, str | int | float] = Field(
         default_factory=dict, description="Quotas every new project starts with, by resource."

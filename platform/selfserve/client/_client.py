@@ -176,7 +176,7 @@ class Client:
 
     def _prepare(self, route: str, auth: bool, path: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
         method, template = ROUTES[route]
-        url = template.format(**{k: quote(str(v), safe="") for k, v in path.items()})
+        url = template.format(**{k: _segment(k, v) for k, v in path.items()})
         headers = {}
         if auth:
             if not self._token:
@@ -210,3 +210,20 @@ class Client:
             raise ServiceUnavailable(f"cannot reach the selfserve API at {self.url} ({type(e).__name__})") from None
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _segment(key: str, value: Any) -> str:
+    """One path value, encoded so that it stays one segment of the route it was meant for.
+
+    The server decodes ``%2F`` before routing and httpx removes ``.``/``..`` segments, so
+    ``datasets.delete(p, "..")`` would reach ``DELETE /projects/p`` and ``"x/contract"`` another
+    route: a ``/`` is refused here, and dot segments are sent encoded (the server refuses them).
+
+    Raises:
+        InvalidInput: the value holds a ``/``.
+    """
+    text = str(value)
+    if "/" in text:
+        raise InvalidInput(f"invalid {key} {text[:70]!r}: a name cannot contain '/'")
+    encoded = quote(text, safe="")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,22 @@ class SourcesClient(SubClient):
         return self._many(schemas.SourcePublic, self._call("sources.list", project=project))
 
     def add(
-        self, project: str, name: str, kind: str, config: dict[str, Any] | None = None, *,
-        secrets: dict[str, str] | None = None, description: str = "",
+        self,
+        project: str,
+        name: str,
+        kind: str,
+        config: dict[str, Any] | None = None,
+        *,
+        secrets: dict[str, str] | None = None,
+        description: str = "",
     ) -> schemas.SourcePublic:
-        body = {"name": name, "kind": kind, "config": config or {}, "secrets": secrets or {}, "description": description}
+        body = {
+            "name": name,
+            "kind": kind,
+            "config": config or {},
+            "secrets": secrets or {},
+            "description": description,
+        }
         return self._one(schemas.SourcePublic, self._call("sources.add", project=project, json=body))
 
     def get(self, project: str, name: str) -> schemas.SourcePublic:
@@ -41,7 +55,12 @@ class JobsClient(SubClient):
         return self._one(schemas.JobPublic, self._call("jobs.get", project=project, job_id=job_id))
 
     def wait(
-        self, project: str, job_id: int, *, timeout: float = 3600, poll: float = 0.25,
+        self,
+        project: str,
+        job_id: int,
+        *,
+        timeout: float = 3600,
+        poll: float = 0.25,
         on_progress: Callable[[schemas.JobPublic], None] | None = None,
     ) -> schemas.JobPublic:
         """Wait for a job to end; a failed job raises the error it failed with."""
@@ -73,21 +92,29 @@ class DatasetsClient(SubClient):
     def delete(self, project: str, name: str) -> None:
         self._call("datasets.delete", project=project, name=name)
 
-    def history(self, project: str, name: str) -> list[schemas.DatasetVersionPublic]:
+    def history(self, project: str, name: str) -> builtins.list[schemas.DatasetVersionPublic]:
         return self._many(schemas.DatasetVersionPublic, self._call("datasets.history", project=project, name=name))
 
-    def schema(self, project: str, name: str, *, version: int | None = None) -> list[schemas.Column]:
+    def schema(self, project: str, name: str, *, version: int | None = None) -> builtins.list[schemas.Column]:
         params = {"version": version} if version is not None else None
         return self._many(schemas.Column, self._call("datasets.schema", project=project, name=name, params=params))
 
     def preview(
-        self, project: str, name: str, *, version: int | None = None, as_of: str | None = None, limit: int = 20
+        self,
+        project: str,
+        name: str,
+        *,
+        version: int | None = None,
+        as_of: str | datetime | None = None,
+        limit: int = 20,
     ) -> schemas.TableData:
+        """The first ``limit`` rows of the latest version, of ``version``, or of the version current
+        at ``as_of`` (an ISO time or a datetime; without a zone it is UTC)."""
         params: dict[str, Any] = {"limit": limit}
         if version is not None:
             params["version"] = version
         if as_of is not None:
-            params["as_of"] = as_of
+            params["as_of"] = as_of.isoformat() if isinstance(as_of, datetime) else as_of
         return self._one(schemas.TableData, self._call("datasets.preview", project=project, name=name, params=params))
 
     def query(self, project: str, sql: str, *, limit: int = 100) -> schemas.TableData:
@@ -95,8 +122,16 @@ class DatasetsClient(SubClient):
         return self._one(schemas.TableData, data)
 
     def upload(
-        self, project: str, name: str, path: str | Path, *, format: str | None = None, mode: str = "append",
-        evolve: bool = False, delimiter: str | None = None, encoding: str | None = None,
+        self,
+        project: str,
+        name: str,
+        path: str | Path,
+        *,
+        format: str | None = None,
+        mode: str = "append",
+        evolve: bool = False,
+        delimiter: str | None = None,
+        encoding: str | None = None,
     ) -> schemas.DatasetVersionPublic:
         p = Path(path)
         params: dict[str, Any] = {"mode": mode, "evolve": str(evolve).lower()}
@@ -141,7 +176,13 @@ class DatasetsClient(SubClient):
         return self._client.jobs.wait(project, job.id) if wait else job
 
     def transform(
-        self, project: str, to: str, *, sql: str | None = None, polars: str | None = None, wait: bool = True,
+        self,
+        project: str,
+        to: str,
+        *,
+        sql: str | None = None,
+        polars: str | None = None,
+        wait: bool = True,
         **options: Any,
     ) -> schemas.JobPublic:
         body = {"to": to, "sql": sql, "polars": polars, **{k: v for k, v in options.items() if v is not None}}
@@ -151,11 +192,18 @@ class DatasetsClient(SubClient):
 
 class ProductsClient(SubClient):
     def publish(
-        self, project: str, dataset: str, *, description: str = "", tags: list[str] | None = None,
+        self,
+        project: str,
+        dataset: str,
+        *,
+        description: str = "",
+        tags: list[str] | None = None,
         sla_freshness: str | None = None,
     ) -> schemas.ProductPublic:
         body = {"description": description, "tags": tags or [], "sla_freshness": sla_freshness}
-        return self._one(schemas.ProductPublic, self._call("products.publish", project=project, name=dataset, json=body))
+        return self._one(
+            schemas.ProductPublic, self._call("products.publish", project=project, name=dataset, json=body)
+        )
 
     def unpublish(self, project: str, dataset: str) -> None:
         self._call("products.unpublish", project=project, name=dataset)

@@ -87,8 +87,14 @@ def create(
     return _public(session, proj, roles.OWNER)
 
 
-def run_provisioners(session: Session, proj: Project, provisioners: Sequence[Provisioner]) -> None:
-    """Run every provisioner not yet ready, recording each step's state; idempotent."""
+def run_provisioners(
+    session: Session, proj: Project, provisioners: Sequence[Provisioner], *, principal: str = "system"
+) -> None:
+    """Run every provisioner not yet ready, recording each step's state; idempotent.
+
+    ``principal`` is who the audit trail names: the platform's own follow-up of a create, or
+    the user who asked for a retry.
+    """
     steps = {s.provisioner: s for s in session.scalars(select(ProvisionStep).where(ProvisionStep.project_id == proj.id))}
     failed = False
     for p in provisioners:
@@ -107,7 +113,7 @@ def run_provisioners(session: Session, proj: Project, provisioners: Sequence[Pro
         session.commit()
     proj.status = "failed" if failed else "ready"
     audit.record(
-        session, "system", "project:provision", project=proj.name, target=proj.name,
+        session, principal, "project:provision", project=proj.name, target=proj.name,
         outcome="failed" if failed else "ok",
     )
     session.commit()
@@ -117,26 +123,26 @@ def provision(
     session: Session, caller: Caller, name: str, provisioners: Sequence[Provisioner]
 ) -> schemas.ProjectPublic:
     proj, role = authorize(session, caller, "project:update", name)
-    run_provisioners(session, proj, provisioners)
+    run_provisioners(session, proj, provisioners, principal=caller.name)
     return _public(session, proj, role)
 
 
 def list_visible(session: Session, caller: Caller) -> list[schemas.ProjectPublic]:
     """The caller's projects; every project for an admin. A scoped token sees only its project."""
-    stmt = select(Project, Membership.role).outerjoin(
-        Membership, (Membership.project_id == Project.id) & (Membership.principal_id == caller.id)
-    )
+    # Columns, not entities: this is the most frequent call, and rows need no identity map.
+    stmt = select(
+        Project.name, Project.description, Project.status, Project.created_by, Project.created_at, Membership.role
+    ).outerjoin(Membership, (Membership.project_id == Project.id) & (Membership.principal_id == caller.id))
     if not caller.is_admin:
         stmt = stmt.where(Membership.id.is_not(None))
     if caller.scoped:
         stmt = stmt.where(Project.id == caller.token_project_id)
-    rows = session.execute(stmt.order_by(Project.name)).all()
     return [
         schemas.ProjectPublic(
-            name=p.name, description=p.description, status=p.status, created_by=p.created_by,
-            created_at=p.created_at, role=role,
+            name=name, description=description, status=status, created_by=created_by, created_at=created_at,
+            role=role,
         )
-        for p, role in rows
+        for name, description, status, created_by, created_at, role in session.execute(stmt.order_by(Project.name))
     ]
 
 

@@ -23,6 +23,16 @@ def check_name(value: str, what: str = "name") -> str:
 Name = Annotated[str, AfterValidator(check_name), Field(description="a-z, 0-9 and '-', starting with a letter")]
 
 
+def check_text(value: str) -> str:
+    """Refuse the NUL character: PostgreSQL cannot store or compare it, and no text here needs it."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(check_text)]
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", from_attributes=True)
 
@@ -31,9 +41,9 @@ class Model(BaseModel):
 
 
 class LoginRequest(Model):
-    username: str = Field(max_length=64)
+    username: Text = Field(max_length=64)
     password: str = Field(max_length=1024)
-    token_name: str = Field("session", max_length=64)
+    token_name: Text = Field("session", max_length=64)
 
 
 class UserPublic(Model):
@@ -116,11 +126,11 @@ class RolePublic(Model):
 
 class ProjectCreate(Model):
     name: Name
-    description: str = Field("", max_length=2000)
+    description: Text = Field("", max_length=2000)
 
 
 class ProjectUpdate(Model):
-    description: str = Field(max_length=2000)
+    description: Text = Field(max_length=2000)
 
 
 class ProvisionStepPublic(Model):
@@ -180,7 +190,7 @@ class QuotaSet(Model):
 
 class QuotaRequestCreate(Model):
     limits: dict[str, str | int | float]
-    reason: str = Field("", max_length=2000)
+    reason: Text = Field("", max_length=2000)
 
 
 class QuotaRequestPublic(Model):
@@ -197,7 +207,7 @@ class QuotaRequestPublic(Model):
 
 
 class QuotaDecision(Model):
-    note: str = Field("", max_length=2000)
+    note: Text = Field("", max_length=2000)
 
 
 class UsageItem(Model):

@@ -52,21 +52,40 @@ def _write_private(path: Path, text: str) -> None:
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> FastAPI:
     """Build the API. Nothing connects until the first request (or the lifespan's bootstrap)."""
+    from selfserve.data.jobs import JobRunner
+    from selfserve.data.objectstore import from_settings as object_store_from
     from selfserve.policy.provisioning import build_all
     from selfserve.server import errors
     from selfserve.server.limits import BodyLimitMiddleware
-    from selfserve.server.routes import audit, auth, meta, projects, quotas, tokens, users
+    from selfserve.server.routes import (
+        audit,
+        auth,
+        datasets,
+        meta,
+        products,
+        projects,
+        quotas,
+        sources,
+        tokens,
+        users,
+    )
 
     settings = settings or get_settings()
     store = store or Store(settings.database_url, echo=settings.database.echo)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.server.threads
         created = bootstrap(settings, store)
         if created:
-            log.warning("created the first admin %r; its password is in %s", created[0],
-                        settings.home / ADMIN_CREDENTIALS_FILE)
+            log.warning(
+                "created the first admin %r; its password is in %s", created[0], settings.home / ADMIN_CREDENTIALS_FILE
+            )
+        app.state.jobs.recover()
         yield
+        app.state.jobs.shutdown()
         store.dispose()
 
     app = FastAPI(
@@ -81,8 +100,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.settings = settings
     app.state.store = store
     app.state.provisioners = build_all(settings)
+    app.state.object_store = object_store_from(settings)
+    app.state.jobs = JobRunner(store)
     errors.install(app)
-    for module in (meta, auth, tokens, users, projects, quotas, audit):
+    for module in (meta, auth, tokens, users, projects, quotas, audit, sources, datasets, products):
         app.include_router(module.router, prefix=API_PREFIX)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    # A file upload is limited by data.max_upload_bytes (plus its multipart envelope), not by the JSON limit.
+    uploads = (datasets.UPLOAD_PATH, settings.data.max_upload_bytes + datasets.UPLOAD_ENVELOPE_BYTES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, larger=[uploads])
     return app

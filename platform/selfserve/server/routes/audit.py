@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -14,6 +15,7 @@ from selfserve.store.tables import utcnow
 
 router = APIRouter(tags=["audit"])
 SinceQuery = Query(None, max_length=40, description="A duration back from now (1h, 7d) or an ISO time.")
+UserQuery = Annotated[schemas.Text | None, Query(max_length=64, description="Only this principal's events.")]
 
 
 def parse_since(since: str | None) -> datetime | None:
@@ -23,11 +25,14 @@ def parse_since(since: str | None) -> datetime | None:
         return utcnow() - timedelta(seconds=parse_duration(since))
     except ValueError:
         pass
+    except OverflowError:
+        raise InvalidInput(f"invalid since {since!r}: that reaches back past the year 1") from None
     try:
         t = datetime.fromisoformat(since)
-    except ValueError:
+        # In UTC here, so that a time that exists only in another zone is refused now, not in the query.
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput(f"invalid since {since!r}: use a duration like 1h or 7d, or an ISO time") from None
-    return t if t.tzinfo else t.replace(tzinfo=utcnow().tzinfo)
 
 
 @router.get(
@@ -35,7 +40,7 @@ def parse_since(since: str | None) -> datetime | None:
 )
 def project_audit(
     project: ProjectName, caller: CallerDep, session: SessionDep,
-    user: str | None = Query(None, max_length=64), since: str | None = SinceQuery,
+    user: UserQuery = None, since: str | None = SinceQuery,
     limit: int = Query(200, ge=1, le=5000),
 ) -> list[schemas.AuditEventPublic]:
     """The project's audit trail, newest first."""
@@ -47,7 +52,7 @@ def project_audit(
 @router.get("/audit", response_model=list[schemas.AuditEventPublic], openapi_extra=action("audit:read-all", "platform"))
 def platform_audit(
     caller: CallerDep, session: SessionDep,
-    user: str | None = Query(None, max_length=64), since: str | None = SinceQuery,
+    user: UserQuery = None, since: str | None = SinceQuery,
     limit: int = Query(200, ge=1, le=5000),
 ) -> list[schemas.AuditEventPublic]:
     """The whole platform's audit trail, newest first (admins only)."""

@@ -20,7 +20,9 @@ def login(body: schemas.LoginRequest, session: SessionDep) -> schemas.LoginRespo
     try:
         user = identity.login(session, body.username, body.password)
     except SelfServeError as e:
-        audit.record(session, body.username[:64], "auth:login", outcome=f"denied:{e.code}")
+        # A name that is no user's may be a password typed into the wrong field: it is not kept.
+        known = session.scalar(select(Principal.id).where(Principal.name == body.username)) is not None
+        audit.record(session, body.username if known else "(unknown user)", "auth:login", outcome=f"denied:{e.code}")
         session.commit()
         raise
     row, plaintext = tokens.issue(session, user.id, name=body.token_name[:64] or "session", kind="session")

@@ -1,18 +1,18 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from selfserve import schemas
 from selfserve.policy import projects
-from selfserve.server.deps import CallerDep, ProjectName, ProvisionersDep, SessionDep, UserName, action
+from selfserve.server.deps import CallerDep, ProjectName, ProvisionersDep, SessionDep, UserName, action, read_db
 
 router = APIRouter(prefix="/projects", tags=["projects"])
 
 
 @router.get("", response_model=list[schemas.ProjectPublic], openapi_extra=action("project:list", "self"))
-def list_projects(caller: CallerDep, session: SessionDep) -> list[schemas.ProjectPublic]:
+async def list_projects(request: Request, caller: CallerDep, session: SessionDep) -> list[schemas.ProjectPublic]:
     """The caller's projects (admins: every project)."""
-    return projects.list_visible(session, caller)
+    return await read_db(request, projects.list_visible, session, caller)
 
 
 @router.post("", response_model=schemas.ProjectPublic, status_code=201, openapi_extra=action("project:create", "self"))

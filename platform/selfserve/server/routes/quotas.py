@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query
 
 from selfserve import schemas
 from selfserve.policy import projects
-from selfserve.server.deps import CallerDep, ProjectName, ProvisionersDep, SessionDep, action
+from selfserve.server.deps import CallerDep, ProjectName, ProvisionersDep, RowId, SessionDep, action
 
 router = APIRouter(tags=["quotas"])
 
@@ -67,7 +67,7 @@ def list_all_requests(
     openapi_extra=action("quota:approve", "platform"),
 )
 def approve(
-    request_id: int, body: schemas.QuotaDecision, caller: CallerDep, session: SessionDep,
+    request_id: RowId, body: schemas.QuotaDecision, caller: CallerDep, session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.QuotaRequestPublic:
     return projects.decide_request(session, caller, request_id, True, body, provisioners)
@@ -78,7 +78,7 @@ def approve(
     openapi_extra=action("quota:deny", "platform"),
 )
 def deny(
-    request_id: int, body: schemas.QuotaDecision, caller: CallerDep, session: SessionDep,
+    request_id: RowId, body: schemas.QuotaDecision, caller: CallerDep, session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.QuotaRequestPublic:
     return projects.decide_request(session, caller, request_id, False, body, provisioners)

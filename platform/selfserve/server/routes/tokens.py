@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from selfserve import schemas
 from selfserve.policy import audit, tokens
 from selfserve.policy.authz import authorize, require_unscoped
-from selfserve.server.deps import CallerDep, SessionDep, action
+from selfserve.server.deps import CallerDep, RowId, SessionDep, action
 from selfserve.server.routes.auth import _token_public
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
@@ -31,7 +31,7 @@ def create_token(body: schemas.TokenCreate, caller: CallerDep, session: SessionD
 
 
 @router.delete("/{token_id}", status_code=204, openapi_extra=action("token:revoke", "self"))
-def revoke_token(token_id: int, caller: CallerDep, session: SessionDep) -> None:
+def revoke_token(token_id: RowId, caller: CallerDep, session: SessionDep) -> None:
     """Revoke one of the caller's tokens."""
     tokens.revoke(session, caller.id, token_id)
     audit.record(session, caller.name, "token:revoke", target=f"token/{token_id}")
