@@ -27,6 +27,8 @@ else:
     page = st.navigation(
         [
             st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+            st.Page("views/data.py", title="Data", icon=":material/database:", url_path="data"),
+            st.Page("views/products.py", title="Data products", icon=":material/storefront:", url_path="products"),
             st.Page("views/members.py", title="Members", icon=":material/group:"),
             st.Page("views/audit.py", title="Audit trail", icon=":material/history:", url_path="audit"),
         ]

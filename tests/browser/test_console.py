@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def console(sqlite_platform: Platform, tmp_path: Path) -> Iterator[str]:
-    """A live API with alice owning ``churn`` (bob a scientist in it), and the console in front of it."""
+    """A live API with alice owning ``churn`` (bob a scientist in it, dataset ``customers`` in it), and the
+    console in front of it."""
     with LiveServer(sqlite_platform.app) as api:
         with Client(url=api.url) as admin:
             admin.login("admin", sqlite_platform.admin_password, save=False)
@@ -42,6 +44,9 @@ def console(sqlite_platform: Platform, tmp_path: Path) -> Iterator[str]:
             alice.login("alice", ALICE_PASSWORD, save=False)
             alice.projects.create("churn", description="Churn prediction for the subscriptions team")
             alice.members.add("churn", "bob", "scientist")
+            csv = tmp_path / "customers.csv"
+            csv.write_text("customer_id,plan,monthly_fee\n1,basic,19.99\n2,pro,49.5\n3,basic,21.0\n")
+            alice.datasets.upload("churn", "customers", csv)
 
         port = free_port()
         # SELFSERVE_HOME and SELFSERVE_CONFIG_DIR come from the test's (isolated) environment; HOME keeps
@@ -92,7 +97,7 @@ def console(sqlite_platform: Platform, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (apt-get install chromium)")
-def test_console_login_overview_members_audit(console: str, tmp_path: Path) -> None:
+def test_console_login_overview_data_members_audit(console: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     shots: list[Path] = []
@@ -121,10 +126,18 @@ def test_console_login_overview_members_audit(console: str, tmp_path: Path) -> N
             expect(main.get_by_role("heading", name="churn")).to_be_visible()
             expect(main).to_contain_text("Churn prediction for the subscriptions team")
             expect(main.get_by_test_id("stProgress")).to_have_count(3)  # storage, runs, deployments
-            expect(main).to_contain_text("0 B / 10 GB")
+            expect(main).to_contain_text(re.compile(r"Storage · [\d.]+ KB / 10 GB"))  # the customers dataset
             expect(main).to_contain_text("Limits")
             expect(main.get_by_text("Request more quota")).to_be_visible()  # alice owns churn
             shots.append(tmp_path / "overview.png")
+            page.screenshot(path=shots[-1], full_page=True)
+
+            sidebar.get_by_role("link", name="Data", exact=True).click()
+            expect(main.get_by_role("heading", name="Data")).to_be_visible(timeout=15_000)
+            datasets = main.get_by_test_id("stDataFrame").first
+            expect(datasets).to_contain_text("customers", timeout=15_000)
+            expect(main.get_by_test_id("stMetric").filter(has_text="Rows")).to_contain_text("3")
+            shots.append(tmp_path / "data.png")
             page.screenshot(path=shots[-1], full_page=True)
 
             sidebar.get_by_role("link", name="Members").click()

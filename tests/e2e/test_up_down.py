@@ -117,6 +117,7 @@ def test_up_status_down_and_up_again(platform: Platform) -> None:
     assert f"admin password  {saved['password']}" in r.stdout
     assert "shown once; also saved 0600 in" in r.stdout
     assert "demo: project demo: created" in r.stdout
+    assert "demo: dataset demo/customer-features: created" in r.stdout
 
     # Status: both services healthy, with their memory.
     status = json.loads(platform.ok("status", "--json").stdout)
@@ -164,7 +165,9 @@ def test_up_status_down_and_up_again(platform: Platform) -> None:
     assert saved["password"] not in r.stdout and "admin password" not in r.stdout
     assert "demo: project demo: already there" in r.stdout
     assert json.loads(platform.ok("status", "--json").stdout)["healthy"]
-    assert platform.ok("demo").stdout == "demo: project demo: already there\n"
+    again = platform.ok("demo").stdout.splitlines()
+    assert again[0] == "demo: project demo: already there" and all(line.endswith(": already there") for line in again)
+    assert "demo: product demo/customer-features: already there" in again
 
 
 def test_a_busy_port_is_named_and_nothing_starts(platform: Platform) -> None:

@@ -19,7 +19,7 @@ app = typer.Typer(
 
 # Modules whose commands sit at the top level (``selfserve up``, ``selfserve login``): each has
 # ``register(app)``.
-TOP_LEVEL = ["runtime", "auth"]
+TOP_LEVEL = ["runtime", "auth", "ingest", "transform"]
 
 # (module, command name) for nouns with sub-commands (``selfserve project create``); order is --help's.
 NOUNS = [
@@ -30,6 +30,9 @@ NOUNS = [
     ("quota", "quota"),
     ("usage", "usage"),
     ("audit", "audit"),
+    ("source", "source"),
+    ("dataset", "dataset"),
+    ("product", "product"),
 ]
 
 

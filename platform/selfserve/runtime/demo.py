@@ -3,12 +3,17 @@
 Every step goes through the SDK and is idempotent: it creates what is missing and leaves what
 exists alone, so seeding twice changes nothing. Later parts of the platform add their steps to
 :data:`STEPS`.
+
+The data steps upload ``demo_data/customers.csv`` (made by ``demo_data/make_customers.py``) as dataset
+``customers`` with a contract, derive ``customer-features`` from it with a SQL transform, and publish
+that as a data product. A user who cannot see the demo project (someone else's) skips them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from selfserve.errors import Conflict, NotFound
@@ -19,15 +24,54 @@ if TYPE_CHECKING:
 PROJECT = "demo"
 PROJECT_DESCRIPTION = "Demo project created by `selfserve up`"
 
+DATA = Path(__file__).with_name("demo_data")
+CUSTOMERS = "customers"
+FEATURES = "customer-features"
+
+# What every later version of ``customers`` must satisfy.
+CUSTOMERS_CONTRACT = """\
+columns:
+  customer_id: {type: integer, not_null: true, unique: true}
+  signup_date: {type: date, not_null: true}
+  plan: {type: string, not_null: true, allowed: [basic, standard, premium]}
+  monthly_fee: {type: number, not_null: true, min: 0, max: 1000}
+  tenure_months: {type: integer, not_null: true, min: 0}
+  support_calls: {type: integer, not_null: true, min: 0}
+  region: {type: string, allowed: [north, south, east, west]}
+  churned: {type: integer, not_null: true, allowed: [0, 1]}
+rows: {min: 1}
+"""
+
+# Model-ready features, one row per customer; ``churned`` is the label.
+FEATURES_SQL = """\
+select
+    customer_id,
+    plan,
+    region,
+    monthly_fee,
+    tenure_months,
+    support_calls,
+    round(support_calls * 12.0 / greatest(tenure_months, 1), 3) as calls_per_year,
+    round(monthly_fee - avg(monthly_fee) over (partition by plan), 2) as fee_above_plan_average,
+    round(monthly_fee * tenure_months, 2) as lifetime_value,
+    cast(tenure_months < 6 as integer) as is_new,
+    churned
+from customers
+order by customer_id
+"""
+
 
 @dataclass(frozen=True)
 class Seeded:
     """One piece of demo content and what seeding did to it."""
 
     what: str
-    outcome: Literal["created", "exists"]
+    outcome: Literal["created", "exists", "skipped"]
+    reason: str = ""
 
     def __str__(self) -> str:
+        if self.outcome == "skipped":
+            return f"{self.what}: skipped ({self.reason})"
         return f"{self.what}: {'created' if self.outcome == 'created' else 'already there'}"
 
 
@@ -47,7 +91,74 @@ def project(client: Client) -> Seeded:
     return Seeded(what, "created")
 
 
-STEPS: list[Callable[[Client], Seeded]] = [project]
+def _unseen(client: Client, what: str) -> Seeded | None:
+    """A skip when the demo project is someone else's (invisible to this user), else None."""
+    try:
+        client.projects.get(PROJECT)
+    except NotFound:
+        return Seeded(what, "skipped", f"project {PROJECT} belongs to another user")
+    return None
+
+
+def _exists(client: Client, name: str) -> bool:
+    try:
+        client.datasets.get(PROJECT, name)
+    except NotFound:
+        return False
+    return True
+
+
+def customers(client: Client) -> Seeded:
+    """Dataset ``customers``: the bundled telco-churn-like sample (2000 customers), uploaded as CSV."""
+    what = f"dataset {PROJECT}/{CUSTOMERS}"
+    if skip := _unseen(client, what):
+        return skip
+    if _exists(client, CUSTOMERS):
+        return Seeded(what, "exists")
+    client.datasets.upload(PROJECT, CUSTOMERS, DATA / "customers.csv", format="csv")
+    return Seeded(what, "created")
+
+
+def customers_contract(client: Client) -> Seeded:
+    """The contract of ``customers``: types, allowed values and ranges every later version must pass."""
+    what = f"contract on {PROJECT}/{CUSTOMERS}"
+    if skip := _unseen(client, what):
+        return skip
+    if client.datasets.get(PROJECT, CUSTOMERS).has_contract:
+        return Seeded(what, "exists")
+    client.datasets.set_contract(PROJECT, CUSTOMERS, CUSTOMERS_CONTRACT)
+    return Seeded(what, "created")
+
+
+def customer_features(client: Client) -> Seeded:
+    """Dataset ``customer-features``: a SQL transform of ``customers`` (its lineage names the version read)."""
+    what = f"dataset {PROJECT}/{FEATURES}"
+    if skip := _unseen(client, what):
+        return skip
+    if _exists(client, FEATURES):
+        return Seeded(what, "exists")
+    client.datasets.transform(PROJECT, FEATURES, sql=FEATURES_SQL)
+    return Seeded(what, "created")
+
+
+def features_product(client: Client) -> Seeded:
+    """``customer-features`` published as a data product, so that other projects can ask to read it."""
+    what = f"product {PROJECT}/{FEATURES}"
+    if skip := _unseen(client, what):
+        return skip
+    if client.datasets.get(PROJECT, FEATURES).published:
+        return Seeded(what, "exists")
+    client.products.publish(
+        PROJECT,
+        FEATURES,
+        description="Churn features per customer (usage, tenure, fees, support calls) with the churned label.",
+        tags=["churn", "customers", "features", "demo"],
+        sla_freshness="7d",
+    )
+    return Seeded(what, "created")
+
+
+STEPS: list[Callable[[Client], Seeded]] = [project, customers, customers_contract, customer_features, features_product]
 
 
 def demo(client: Client) -> list[Seeded]:

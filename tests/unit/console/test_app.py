@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -256,3 +258,163 @@ def test_audit_is_refused_to_roles_without_audit_read(start_app: StartApp) -> No
     assert not at.exception, at.exception
     assert "role 'scientist' may not audit:read in project 'churn'" in texts(at.error)
     assert not at.dataframe
+
+
+# -- data -----------------------------------------------------------------------------------
+
+CUSTOMERS_CSV = """\
+customer_id,plan,monthly_fee,signup_date
+1,basic,19.99,2024-01-05
+2,pro,49.5,2024-03-02
+3,basic,21.0,2025-02-11
+"""
+
+
+@pytest.fixture
+def churn_data(api_url: str, tmp_path: Path) -> str:
+    """In ``churn``: dataset ``customers`` (3 rows, with a contract), ``plan-stats`` made from it by SQL,
+    and two sources: ``health`` answers, ``gone`` does not."""
+    csv = tmp_path / "customers.csv"
+    csv.write_text(CUSTOMERS_CSV)
+    with login(api_url, "alice") as alice:
+        alice.datasets.upload("churn", "customers", csv)
+        alice.datasets.set_contract("churn", "customers", "columns:\n  plan: {type: string}\n")
+        alice.datasets.transform(
+            "churn", "plan-stats", sql="select plan, count(*) as customers from customers group by plan order by plan"
+        )
+        alice.sources.add("churn", "health", "file", {"url": f"{api_url}/api/v1/health", "format": "json"})
+        alice.sources.add("churn", "gone", "file", {"url": f"http://127.0.0.1:{free_port()}/x.csv"})
+    return api_url
+
+
+def open_page(at: AppTest, page: str) -> AppTest:
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_data_page_lists_datasets_and_shows_one(start_app: StartApp, churn_data: str) -> None:
+    at = open_page(sign_in(start_app(), "bob", PASSWORDS["bob"]), "views/data.py")
+    assert at.title[0].value.endswith("Data")
+    assert [t.label for t in at.tabs] == [
+        "Datasets",
+        "Preview",
+        "Schema",
+        "Profile",
+        "History & lineage",
+        "Sources",
+        "Jobs",
+    ]
+    listed = at.dataframe[0].value
+    assert listed["Dataset"].tolist() == ["customers", "plan-stats"]
+    assert listed.set_index("Dataset").loc["customers", "Rows"] == 3
+    assert bool(listed.set_index("Dataset").loc["customers", "Contract"])
+
+    # customers v0: metrics, preview, schema and a profile chart per column.
+    assert at.selectbox(key="data_dataset").value == "customers"
+    assert at.selectbox(key="data_version_customers").value == 0
+    assert {m.label: m.value for m in at.metric} == {
+        "Version": "v0",
+        "Rows": "3",
+        "Size": at.metric[2].value,
+        "Columns": "4",
+    }
+    preview = at.dataframe[1].value
+    assert preview["plan"].tolist() == ["basic", "pro", "basic"]
+    schema = at.dataframe[2].value
+    assert schema["Column"].tolist() == ["customer_id", "plan", "monthly_fee", "signup_date"]
+    assert schema["Type"].tolist() == ["long", "string", "double", "date"]
+    profile = at.dataframe[3].value.set_index("Column")
+    assert profile.loc["plan", "Distinct"] == 2 and profile.loc["customer_id", "Max"] == 3
+    charts = at.get("vega_lite_chart")
+    titles = sorted(json.loads(c.proto.spec)["title"] for c in charts)
+    assert titles == ["customer_id", "monthly_fee", "plan", "signup_date"]
+    assert "Made by **upload of customers.csv**" in texts(at.markdown)
+
+
+def test_data_page_shows_the_lineage_of_a_transform(start_app: StartApp, churn_data: str) -> None:
+    at = open_page(sign_in(start_app(), "alice", PASSWORDS["alice"]), "views/data.py")
+    at.selectbox(key="data_dataset").set_value("plan-stats").run()
+    assert not at.exception, at.exception
+    assert at.dataframe[1].value.to_dict("list") == {"plan": ["basic", "pro"], "customers": [2, 1]}
+    history = at.dataframe[4].value
+    assert history["Made by"].tolist() == ["duckdb transform"] and history["Inputs"].tolist() == ["customers@0"]
+    assert "Read `customers@0`." in texts(at.markdown)
+    assert any("group by plan" in c.value for c in at.code)
+    (graph,) = at.get("graphviz_chart")
+    assert '"customers@0" -> "plan-stats@0"' in graph.proto.spec
+
+    # Jobs: the transform that made it.
+    jobs = at.dataframe[-1].value
+    assert jobs[["Kind", "Status", "Into"]].values.tolist() == [["transform", "succeeded", "plan-stats"]]
+
+
+def test_data_page_tests_sources(start_app: StartApp, churn_data: str) -> None:
+    at = open_page(sign_in(start_app(), "alice", PASSWORDS["alice"]), "views/data.py")
+    assert "**gone** · file" in texts(at.markdown) and "**health** · file" in texts(at.markdown)
+    at.button(key="test_source_health").click().run()
+    assert "file source 'health' is reachable" in texts(at.success)
+    at.button(key="test_source_gone").click().run()
+    assert "127.0.0.1" in texts(at.error)
+
+
+def test_data_page_of_an_empty_project(start_app: StartApp) -> None:
+    at = open_page(sign_in(start_app(), "alice", PASSWORDS["alice"]), "views/data.py")
+    assert "No datasets yet" in texts(at.info) and "No sources yet" in texts(at.info)
+    assert "No ingest or transform jobs yet." in texts(at.caption)
+    assert not at.dataframe
+
+
+# -- products ---------------------------------------------------------------------------------
+
+
+def test_products_request_grant_and_revoke(start_app: StartApp, churn_data: str) -> None:
+    with login(churn_data, "alice") as alice:
+        alice.products.publish(
+            "churn", "plan-stats", description="Customers per plan", tags=["churn"], sla_freshness="24h"
+        )
+    with login(churn_data, "carol") as carol:
+        carol.projects.create("fraud")
+
+    # Carol finds the product and asks for it for her project.
+    at = open_page(sign_in(start_app(), "carol", PASSWORDS["carol"]), "views/products.py")
+    catalog = at.dataframe[0].value
+    assert catalog["Product"].tolist() == ["churn/plan-stats"]
+    assert catalog["SLA"].tolist() == ["24h"] and catalog["Freshness"].tolist() == ["fresh"]
+    at.text_area(key="request_reason").input("fraud scores need it")
+    click(at, "Request access")
+    assert "Access to churn/plan-stats requested for fraud (request #1)." in texts(at.toast)
+    assert at.dataframe[0].value["Your access"].tolist() == ["requested"]
+    at.text_input(key="products_search").input("nothing like this").run()
+    assert "No product matches" in texts(at.info)
+    # Carol owns no product of fraud's that anyone asked for.
+    assert "No requests yet." in texts(at.caption)
+
+    # Alice, an owner of churn, grants it, then revokes it.
+    at = open_page(sign_in(start_app(), "alice", PASSWORDS["alice"]), "views/products.py")
+    requests = at.dataframe[1].value
+    assert requests[["For project", "Status", "Reason"]].values.tolist() == [
+        ["fraud", "requested", "fraud scores need it"]
+    ]
+    assert at.button(key="decide_revoke").disabled
+    at.button(key="decide_grant").click().run()
+    assert "Request #1 from fraud for churn/plan-stats is granted." in texts(at.toast)
+    assert at.dataframe[1].value["Status"].tolist() == ["granted"]
+    assert at.button(key="decide_grant").disabled and not at.button(key="decide_revoke").disabled
+    at.button(key="decide_revoke").click().run()
+    assert "is revoked" in texts(at.toast)
+
+
+def test_products_requests_are_for_owners_only(start_app: StartApp, churn_data: str) -> None:
+    at = open_page(sign_in(start_app(), "bob", PASSWORDS["bob"]), "views/products.py")
+    assert "Nothing is published yet" in texts(at.info)
+    assert "Only the owners of **churn** decide requests" in texts(at.caption)
+
+
+def test_products_request_refused_by_the_server(start_app: StartApp, churn_data: str) -> None:
+    with login(churn_data, "alice") as alice:
+        alice.products.publish("churn", "customers")
+    at = open_page(sign_in(start_app(), "alice", PASSWORDS["alice"]), "views/products.py")
+    click(at, "Request access")  # for churn, which owns it
+    assert "already belongs to project 'churn'" in texts(at.error)
+    assert not at.toast

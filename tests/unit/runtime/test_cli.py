@@ -62,5 +62,12 @@ def test_demo_seeds_as_the_saved_login(sqlite_platform: Platform) -> None:
             input=sqlite_platform.admin_password + "\n",
         )
         assert r.exit_code == 0, r.output
-        assert runner.invoke(app, ["demo"]).stdout == "demo: project demo: created\n"
-        assert runner.invoke(app, ["demo"]).stdout == "demo: project demo: already there\n"
+        seeded = [
+            "project demo",
+            "dataset demo/customers",
+            "contract on demo/customers",
+            "dataset demo/customer-features",
+            "product demo/customer-features",
+        ]
+        assert runner.invoke(app, ["demo"]).stdout == "".join(f"demo: {s}: created\n" for s in seeded)
+        assert runner.invoke(app, ["demo"]).stdout == "".join(f"demo: {s}: already there\n" for s in seeded)
