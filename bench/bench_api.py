@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from _common import REPO, free_port, process, python, summary, wait_http
 
 BARE_APP = textwrap.dedent(
@@ -86,19 +85,21 @@ def main() -> None:
         token = httpx.post(f"{api}/api/v1/auth/login", json={"username": "admin", "password": password}).json()["token"]
         headers = {"Authorization": f"Bearer {token}"}
         for i in range(5):
-            r = httpx.post(f"{api}/api/v1/projects", json={"name": f"bench-{i}", "description": "benchmark"},
-                           headers=headers)
+            r = httpx.post(
+                f"{api}/api/v1/projects", json={"name": f"bench-{i}", "description": "benchmark"}, headers=headers
+            )
             assert r.status_code == 201, r.text
         payload = httpx.get(f"{api}/api/v1/projects", headers=headers).content
         (tmp / "payload.json").write_bytes(payload)
         (tmp / "bare.py").write_text(BARE_APP)
-        with process([python(), str(tmp / "bare.py"), str(tmp / "payload.json"), str(bare_port)], None,
-                     tmp / "bare.log"):
+        with process(
+            [python(), str(tmp / "bare.py"), str(tmp / "payload.json"), str(bare_port)], None, tmp / "bare.log"
+        ):
             bare = f"http://127.0.0.1:{bare_port}"
             wait_http(f"{bare}/api/v1/projects")
             results: dict[tuple[str, int], list[dict[str, float]]] = {}
             for conc in (1, 8):
-                for target, url in (("platform", api), ("bare", bare)):  # warm-up
+                for _target, url in (("platform", api), ("bare", bare)):  # warm-up
                     load(f"{url}/api/v1/projects", headers, 200, conc)
                 for _ in range(args.rounds):
                     for target, url in (("platform", api), ("bare", bare)):
@@ -110,20 +111,23 @@ def main() -> None:
         vals = sorted(r[key] for r in results[(target, conc)])
         return vals[len(vals) // 2]
 
-    print(f"payload: {len(payload)} bytes, {len(json.loads(payload))} projects; "
-          f"{args.requests} requests x {args.rounds} rounds (median of rounds)\n")
+    print(
+        f"payload: {len(payload)} bytes, {len(json.loads(payload))} projects; "
+        f"{args.requests} requests x {args.rounds} rounds (median of rounds)\n"
+    )
     print("| concurrency | target | p50 ms | p99 ms | req/s |")
     print("|---|---|---|---|---|")
     for conc in (1, 8):
         for target in ("platform", "bare"):
-            print(f"| {conc} | {target} | {med(target, conc, 'p50_ms'):.2f} | {med(target, conc, 'p99_ms'):.2f} "
-                  f"| {med(target, conc, 'rps'):.0f} |")
+            print(
+                f"| {conc} | {target} | {med(target, conc, 'p50_ms'):.2f} | {med(target, conc, 'p99_ms'):.2f} "
+                f"| {med(target, conc, 'rps'):.0f} |"
+            )
     print()
     for conc in (1, 8):
         p50 = med("platform", conc, "p50_ms") / med("bare", conc, "p50_ms")
         thr = med("platform", conc, "rps") / med("bare", conc, "rps")
-        print(f"concurrency {conc}: p50 ratio platform/bare = {p50:.2f}x (target <= 2x), "
-              f"throughput ratio = {thr:.2f}x")
+        print(f"concurrency {conc}: p50 ratio platform/bare = {p50:.2f}x (target <= 2x), throughput ratio = {thr:.2f}x")
     print(f"\nrepo: {REPO}")
 
 

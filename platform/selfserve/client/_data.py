@@ -26,15 +26,8 @@ class SourcesClient(SubClient):
         config: dict[str, Any] | None = None,
         *,
         secrets: dict[str, str] | None = None,
-        description: str = "",
     ) -> schemas.SourcePublic:
-        body = {
-            "name": name,
-            "kind": kind,
-            "config": config or {},
-            "secrets": secrets or {},
-            "description": description,
-        }
+        body = {"name": name, "kind": kind, "config": config or {}, "secrets": secrets or {}}
         return self._one(schemas.SourcePublic, self._call("sources.add", project=project, json=body))
 
     def get(self, project: str, name: str) -> schemas.SourcePublic:

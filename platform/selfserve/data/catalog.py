@@ -110,7 +110,8 @@ def search(session: Session, caller: Caller, text: str = "", tag: str | None = N
             or_(Dataset.name.ilike(like), Project.name.ilike(like), Product.description.ilike(like))
             | Product.id.in_([p.id for p in session.scalars(select(Product)) if any(text.lower() in t for t in p.tags)])
         )
-    products = [p for p in session.scalars(stmt.order_by(Project.name, Dataset.name)) if not tag or tag in p.tags]
+    wanted = tag.strip().lower() if tag else None  # tags are stored lowercased
+    products = [p for p in session.scalars(stmt.order_by(Project.name, Dataset.name)) if not wanted or wanted in p.tags]
     access = _access_of(session, caller)
     return [public(p, access.get(p.id)) for p in products]
 

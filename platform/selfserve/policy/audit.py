@@ -34,9 +34,7 @@ def record(
 ) -> None:
     """Add an event to the trail in the caller's transaction, so the change and its record commit together."""
     session.add(
-        AuditEvent(
-            principal=principal, action=action, project=project, target=target, outcome=outcome, detail=detail
-        )
+        AuditEvent(principal=principal, action=action, project=project, target=target, outcome=outcome, detail=detail)
     )
 
 

@@ -83,6 +83,4 @@ def require_admin(caller: Caller, action: str) -> None:
 def require_unscoped(caller: Caller, action: str) -> None:
     """Actions on the caller's own account are refused to project-scoped tokens."""
     if caller.scoped:
-        raise _denied(
-            PermissionDenied(f"{action} is not allowed with a project-scoped token"), caller, action, None
-        )
+        raise _denied(PermissionDenied(f"{action} is not allowed with a project-scoped token"), caller, action, None)

@@ -37,9 +37,7 @@ def service_account_name(project: str) -> str:
 
 
 def _public(session: Session, proj: Project, role: str | None) -> schemas.ProjectPublic:
-    steps = session.scalars(
-        select(ProvisionStep).where(ProvisionStep.project_id == proj.id).order_by(ProvisionStep.id)
-    )
+    steps = session.scalars(select(ProvisionStep).where(ProvisionStep.project_id == proj.id).order_by(ProvisionStep.id))
     return schemas.ProjectPublic(
         name=proj.name,
         description=proj.description,
@@ -64,9 +62,9 @@ def create(
         from selfserve.settings import get_settings
 
         owned = session.scalar(
-            select(func.count()).select_from(Membership).where(
-                Membership.principal_id == caller.id, Membership.role == roles.OWNER
-            )
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.principal_id == caller.id, Membership.role == roles.OWNER)
         )
         cap = get_settings().platform.max_projects_per_user
         if (owned or 0) >= cap:
@@ -95,7 +93,9 @@ def run_provisioners(
     ``principal`` is who the audit trail names: the platform's own follow-up of a create, or
     the user who asked for a retry.
     """
-    steps = {s.provisioner: s for s in session.scalars(select(ProvisionStep).where(ProvisionStep.project_id == proj.id))}
+    steps = {
+        s.provisioner: s for s in session.scalars(select(ProvisionStep).where(ProvisionStep.project_id == proj.id))
+    }
     failed = False
     for p in provisioners:
         step = steps.get(p.name) or ProvisionStep(project_id=proj.id, provisioner=p.name)
@@ -113,7 +113,11 @@ def run_provisioners(
         session.commit()
     proj.status = "failed" if failed else "ready"
     audit.record(
-        session, principal, "project:provision", project=proj.name, target=proj.name,
+        session,
+        principal,
+        "project:provision",
+        project=proj.name,
+        target=proj.name,
         outcome="failed" if failed else "ok",
     )
     session.commit()
@@ -139,7 +143,11 @@ def list_visible(session: Session, caller: Caller) -> list[schemas.ProjectPublic
         stmt = stmt.where(Project.id == caller.token_project_id)
     return [
         schemas.ProjectPublic(
-            name=name, description=description, status=status, created_by=created_by, created_at=created_at,
+            name=name,
+            description=description,
+            status=status,
+            created_by=created_by,
+            created_at=created_at,
             role=role,
         )
         for name, description, status, created_by, created_at, role in session.execute(stmt.order_by(Project.name))
@@ -168,8 +176,15 @@ def delete(session: Session, caller: Caller, name: str, provisioners: Sequence[P
             retry(lambda p=p: p.deprovision(name))  # type: ignore[misc]
         except Exception as e:
             proj.status = "failed"
-            audit.record(session, caller.name, "project:delete", project=name, target=name, outcome="failed",
-                         detail={"provisioner": p.name, "error": str(e)[:500]})
+            audit.record(
+                session,
+                caller.name,
+                "project:delete",
+                project=name,
+                target=name,
+                outcome="failed",
+                detail={"provisioner": p.name, "error": str(e)[:500]},
+            )
             session.commit()
             raise ServiceUnavailable(
                 f"could not remove project {name!r} from {p.name}: {e}; the project is kept, retry the delete"
@@ -215,9 +230,9 @@ def _keep_an_owner(session: Session, proj: Project, m: Membership, new_role: str
     if m.role != roles.OWNER or new_role == roles.OWNER:
         return
     owners = session.scalar(
-        select(func.count()).select_from(Membership).where(
-            Membership.project_id == proj.id, Membership.role == roles.OWNER
-        )
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.project_id == proj.id, Membership.role == roles.OWNER)
     )
     if (owners or 0) <= 1:
         raise Conflict(f"project {proj.name!r} must keep at least one owner")
@@ -251,7 +266,11 @@ def add_member(
 
 
 def set_member_role(
-    session: Session, caller: Caller, name: str, user: str, body: schemas.MemberUpdate,
+    session: Session,
+    caller: Caller,
+    name: str,
+    user: str,
+    body: schemas.MemberUpdate,
     provisioners: Sequence[Provisioner],
 ) -> schemas.MemberPublic:
     proj, _ = authorize(session, caller, "member:write", name)
@@ -262,16 +281,15 @@ def set_member_role(
     _keep_an_owner(session, proj, m, body.role)
     before = m.role
     m.role = body.role
-    audit.record(session, caller.name, "member:set-role", project=name, target=user,
-                 detail={"from": before, "to": body.role})
+    audit.record(
+        session, caller.name, "member:set-role", project=name, target=user, detail={"from": before, "to": body.role}
+    )
     session.commit()
     _notify_members(session, proj, provisioners)
     return _member_public(m)
 
 
-def remove_member(
-    session: Session, caller: Caller, name: str, user: str, provisioners: Sequence[Provisioner]
-) -> None:
+def remove_member(session: Session, caller: Caller, name: str, user: str, provisioners: Sequence[Provisioner]) -> None:
     proj, _ = authorize(session, caller, "member:write", name)
     m = _find_membership(session, proj, user)
     if m.principal.kind != "user":
@@ -296,8 +314,9 @@ def quota_view(session: Session, proj: Project) -> schemas.QuotaPublic:
         if u is not None:
             shown = f"{quotas.human(u, res.unit)} / {shown}"
         items.append(
-            schemas.QuotaItem(resource=name, description=res.description, unit=res.unit, limit=lim[name],
-                              usage=u, shown=shown)
+            schemas.QuotaItem(
+                resource=name, description=res.description, unit=res.unit, limit=lim[name], usage=u, shown=shown
+            )
         )
     return schemas.QuotaPublic(project=proj.name, items=items)
 
@@ -314,8 +333,12 @@ def show_usage(session: Session, caller: Caller, name: str) -> schemas.UsagePubl
     rows = session.scalars(select(Usage).where(Usage.project_id == proj.id).order_by(Usage.resource))
     units = {k: r.unit for k, r in quotas.RESOURCES.items()}
     items = [
-        schemas.UsageItem(resource=u.resource, amount=u.amount,
-                          shown=quotas.human(u.amount, units.get(u.resource, "count")), updated_at=u.updated_at)
+        schemas.UsageItem(
+            resource=u.resource,
+            amount=u.amount,
+            shown=quotas.human(u.amount, units.get(u.resource, "count")),
+            updated_at=u.updated_at,
+        )
         for u in rows
     ]
     return schemas.UsagePublic(project=name, items=items)
@@ -339,16 +362,23 @@ def set_quotas(
     require_admin(caller, "quota:set")
     new = quotas.parse_limits(body.limits)
     before = _apply_quotas(session, proj, new, provisioners)
-    audit.record(session, caller.name, "quota:set", project=name, target=name,
-                 detail={"from": before, "to": new})
+    audit.record(session, caller.name, "quota:set", project=name, target=name, detail={"from": before, "to": new})
     session.commit()
     return quota_view(session, proj)
 
 
 def _request_public(r: QuotaRequest) -> schemas.QuotaRequestPublic:
     return schemas.QuotaRequestPublic(
-        id=r.id, project=r.project.name, requested_by=r.requested_by, changes=r.changes, reason=r.reason,
-        status=r.status, decided_by=r.decided_by, decided_at=r.decided_at, note=r.note, created_at=r.created_at,
+        id=r.id,
+        project=r.project.name,
+        requested_by=r.requested_by,
+        changes=r.changes,
+        reason=r.reason,
+        status=r.status,
+        decided_by=r.decided_by,
+        decided_at=r.decided_at,
+        note=r.note,
+        created_at=r.created_at,
     )
 
 
@@ -360,8 +390,9 @@ def request_quota(
     r = QuotaRequest(project_id=proj.id, requested_by=caller.name, changes=changes, reason=body.reason)
     session.add(r)
     session.flush()
-    audit.record(session, caller.name, "quota:request", project=name, target=f"request/{r.id}",
-                 detail={"changes": changes})
+    audit.record(
+        session, caller.name, "quota:request", project=name, target=f"request/{r.id}", detail={"changes": changes}
+    )
     session.commit()
     return _request_public(r)
 
@@ -381,7 +412,11 @@ def list_requests(
 
 
 def decide_request(
-    session: Session, caller: Caller, request_id: int, approve: bool, body: schemas.QuotaDecision,
+    session: Session,
+    caller: Caller,
+    request_id: int,
+    approve: bool,
+    body: schemas.QuotaDecision,
     provisioners: Sequence[Provisioner],
 ) -> schemas.QuotaRequestPublic:
     action = "quota:approve" if approve else "quota:deny"
@@ -395,8 +430,9 @@ def decide_request(
     r.decided_by, r.decided_at, r.note = caller.name, utcnow(), body.note
     if approve:
         _apply_quotas(session, r.project, dict(r.changes), provisioners)
-    audit.record(session, caller.name, action, project=r.project.name, target=f"request/{r.id}",
-                 detail={"changes": r.changes})
+    audit.record(
+        session, caller.name, action, project=r.project.name, target=f"request/{r.id}", detail={"changes": r.changes}
+    )
     session.commit()
     return _request_public(r)
 

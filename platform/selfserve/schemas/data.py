@@ -17,7 +17,6 @@ class SourceCreate(Model):
     secrets: dict[str, str] = Field(
         default_factory=dict, description="Passwords, tokens, keys: encrypted at rest, never returned."
     )
-    description: Text = Field("", max_length=2000)
 
 
 class SourcePublic(Model):

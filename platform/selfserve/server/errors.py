@@ -18,9 +18,17 @@ from selfserve.server.deps import ACTION_KEY
 log = logging.getLogger("selfserve.server")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthenticated", 403: "permission_denied", 404: "not_found",
-    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "invalid_input", 429: "rate_limited",
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
 }
 
 

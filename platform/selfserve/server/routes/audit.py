@@ -39,8 +39,11 @@ def parse_since(since: str | None) -> datetime | None:
     "/projects/{project}/audit", response_model=list[schemas.AuditEventPublic], openapi_extra=action("audit:read")
 )
 def project_audit(
-    project: ProjectName, caller: CallerDep, session: SessionDep,
-    user: UserQuery = None, since: str | None = SinceQuery,
+    project: ProjectName,
+    caller: CallerDep,
+    session: SessionDep,
+    user: UserQuery = None,
+    since: str | None = SinceQuery,
     limit: int = Query(200, ge=1, le=5000),
 ) -> list[schemas.AuditEventPublic]:
     """The project's audit trail, newest first."""
@@ -51,8 +54,10 @@ def project_audit(
 
 @router.get("/audit", response_model=list[schemas.AuditEventPublic], openapi_extra=action("audit:read-all", "platform"))
 def platform_audit(
-    caller: CallerDep, session: SessionDep,
-    user: UserQuery = None, since: str | None = SinceQuery,
+    caller: CallerDep,
+    session: SessionDep,
+    user: UserQuery = None,
+    since: str | None = SinceQuery,
     limit: int = Query(200, ge=1, le=5000),
 ) -> list[schemas.AuditEventPublic]:
     """The whole platform's audit trail, newest first (admins only)."""

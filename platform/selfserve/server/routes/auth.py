@@ -81,6 +81,13 @@ def change_password(body: schemas.PasswordChange, caller: CallerDep, session: Se
 def _token_public(t: Token | None) -> schemas.TokenPublic:
     assert t is not None
     return schemas.TokenPublic(
-        id=t.id, name=t.name, kind=t.kind, prefix=t.prefix, project=t.project.name if t.project else None,
-        created_at=t.created_at, expires_at=t.expires_at, revoked_at=t.revoked_at, last_used_at=t.last_used_at,
+        id=t.id,
+        name=t.name,
+        kind=t.kind,
+        prefix=t.prefix,
+        project=t.project.name if t.project else None,
+        created_at=t.created_at,
+        expires_at=t.expires_at,
+        revoked_at=t.revoked_at,
+        last_used_at=t.last_used_at,
     )

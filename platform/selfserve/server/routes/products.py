@@ -15,7 +15,8 @@ SearchTag = Annotated[Text | None, Query(max_length=40)]
 
 
 @router.post(
-    "/projects/{project}/datasets/{name}/publish", response_model=ProductPublic,
+    "/projects/{project}/datasets/{name}/publish",
+    response_model=ProductPublic,
     openapi_extra=action("product:publish"),
 )
 def publish(
@@ -39,7 +40,9 @@ def search_products(
 
 
 @router.post(
-    "/products/{project}/{name}/requests", response_model=AccessPublic, status_code=201,
+    "/products/{project}/{name}/requests",
+    response_model=AccessPublic,
+    status_code=201,
     openapi_extra=action("product:request", "self"),
 )
 def request_access(
@@ -53,7 +56,9 @@ def request_access(
     "/projects/{project}/product-requests", response_model=list[AccessPublic], openapi_extra=action("product:grant")
 )
 def list_access_requests(
-    project: ProjectName, caller: CallerDep, session: SessionDep,
+    project: ProjectName,
+    caller: CallerDep,
+    session: SessionDep,
     status: str | None = Query(None, pattern="^(requested|granted|denied|revoked)$"),
 ) -> list[AccessPublic]:
     """Requests for this project's products."""
@@ -61,7 +66,8 @@ def list_access_requests(
 
 
 @router.post(
-    "/projects/{project}/product-requests/{request_id}/{decision}", response_model=AccessPublic,
+    "/projects/{project}/product-requests/{request_id}/{decision}",
+    response_model=AccessPublic,
     openapi_extra=action("product:grant"),
 )
 def decide_access(

@@ -38,9 +38,7 @@ def update_project(
 
 
 @router.delete("/{project}", status_code=204, openapi_extra=action("project:delete"))
-def delete_project(
-    project: ProjectName, caller: CallerDep, session: SessionDep, provisioners: ProvisionersDep
-) -> None:
+def delete_project(project: ProjectName, caller: CallerDep, session: SessionDep, provisioners: ProvisionersDep) -> None:
     """Delete a project and remove it from every engine."""
     projects.delete(session, caller, project, provisioners)
 
@@ -62,7 +60,10 @@ def list_members(project: ProjectName, caller: CallerDep, session: SessionDep) -
     "/{project}/members", response_model=schemas.MemberPublic, status_code=201, openapi_extra=action("member:write")
 )
 def add_member(
-    project: ProjectName, body: schemas.MemberAdd, caller: CallerDep, session: SessionDep,
+    project: ProjectName,
+    body: schemas.MemberAdd,
+    caller: CallerDep,
+    session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.MemberPublic:
     return projects.add_member(session, caller, project, body, provisioners)
@@ -70,7 +71,11 @@ def add_member(
 
 @router.put("/{project}/members/{user}", response_model=schemas.MemberPublic, openapi_extra=action("member:write"))
 def set_member_role(
-    project: ProjectName, user: UserName, body: schemas.MemberUpdate, caller: CallerDep, session: SessionDep,
+    project: ProjectName,
+    user: UserName,
+    body: schemas.MemberUpdate,
+    caller: CallerDep,
+    session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.MemberPublic:
     return projects.set_member_role(session, caller, project, user, body, provisioners)

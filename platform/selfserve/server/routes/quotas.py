@@ -17,7 +17,10 @@ def show_quotas(project: ProjectName, caller: CallerDep, session: SessionDep) ->
 
 @router.put("/projects/{project}/quotas", response_model=schemas.QuotaPublic, openapi_extra=action("quota:set"))
 def set_quotas(
-    project: ProjectName, body: schemas.QuotaSet, caller: CallerDep, session: SessionDep,
+    project: ProjectName,
+    body: schemas.QuotaSet,
+    caller: CallerDep,
+    session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.QuotaPublic:
     """Set limits (admins only)."""
@@ -31,7 +34,9 @@ def show_usage(project: ProjectName, caller: CallerDep, session: SessionDep) -> 
 
 
 @router.post(
-    "/projects/{project}/quota-requests", response_model=schemas.QuotaRequestPublic, status_code=201,
+    "/projects/{project}/quota-requests",
+    response_model=schemas.QuotaRequestPublic,
+    status_code=201,
     openapi_extra=action("quota:request"),
 )
 def request_quota(
@@ -42,18 +47,23 @@ def request_quota(
 
 
 @router.get(
-    "/projects/{project}/quota-requests", response_model=list[schemas.QuotaRequestPublic],
+    "/projects/{project}/quota-requests",
+    response_model=list[schemas.QuotaRequestPublic],
     openapi_extra=action("quota:read"),
 )
 def list_project_requests(
-    project: ProjectName, caller: CallerDep, session: SessionDep,
+    project: ProjectName,
+    caller: CallerDep,
+    session: SessionDep,
     status: str | None = Query(None, pattern="^(pending|approved|denied)$"),
 ) -> list[schemas.QuotaRequestPublic]:
     return projects.list_requests(session, caller, project, status)
 
 
 @router.get(
-    "/quota-requests", response_model=list[schemas.QuotaRequestPublic], openapi_extra=action("quota:approve", "platform")
+    "/quota-requests",
+    response_model=list[schemas.QuotaRequestPublic],
+    openapi_extra=action("quota:approve", "platform"),
 )
 def list_all_requests(
     caller: CallerDep, session: SessionDep, status: str | None = Query(None, pattern="^(pending|approved|denied)$")
@@ -63,22 +73,30 @@ def list_all_requests(
 
 
 @router.post(
-    "/quota-requests/{request_id}/approve", response_model=schemas.QuotaRequestPublic,
+    "/quota-requests/{request_id}/approve",
+    response_model=schemas.QuotaRequestPublic,
     openapi_extra=action("quota:approve", "platform"),
 )
 def approve(
-    request_id: RowId, body: schemas.QuotaDecision, caller: CallerDep, session: SessionDep,
+    request_id: RowId,
+    body: schemas.QuotaDecision,
+    caller: CallerDep,
+    session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.QuotaRequestPublic:
     return projects.decide_request(session, caller, request_id, True, body, provisioners)
 
 
 @router.post(
-    "/quota-requests/{request_id}/deny", response_model=schemas.QuotaRequestPublic,
+    "/quota-requests/{request_id}/deny",
+    response_model=schemas.QuotaRequestPublic,
     openapi_extra=action("quota:deny", "platform"),
 )
 def deny(
-    request_id: RowId, body: schemas.QuotaDecision, caller: CallerDep, session: SessionDep,
+    request_id: RowId,
+    body: schemas.QuotaDecision,
+    caller: CallerDep,
+    session: SessionDep,
     provisioners: ProvisionersDep,
 ) -> schemas.QuotaRequestPublic:
     return projects.decide_request(session, caller, request_id, False, body, provisioners)

@@ -60,7 +60,9 @@ def enable_user(name: UserName, caller: CallerDep, session: SessionDep) -> schem
 
 
 @router.post(
-    "/{name}/reset-password", response_model=schemas.UserCreated, openapi_extra=action("user:reset-password", "platform")
+    "/{name}/reset-password",
+    response_model=schemas.UserCreated,
+    openapi_extra=action("user:reset-password", "platform"),
 )
 def reset_password(
     name: UserName, body: schemas.PasswordReset, caller: CallerDep, session: SessionDep
