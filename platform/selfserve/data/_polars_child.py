@@ -1,6 +1,8 @@
 """The child process of a Polars transform: imports the user's file, reports the function's
 parameters, then computes the result from the Arrow files it is given. It speaks JSON lines on
-stdin and on the stdout it was started with, and holds no platform credentials.
+stdin and on the stdout it was started with, holds no platform credentials, and (where the kernel
+has Landlock) can read no file but its working directory and the Python installation, and open no
+TCP connection.
 
 Usage: ``python -m selfserve.data._polars_child MEMORY_BYTES`` (0: no memory limit).
 """
@@ -13,7 +15,10 @@ import json
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import IO, Any
+
+from selfserve.data._landlock import confine
 
 
 def _limit_memory(memory_bytes: int) -> None:
@@ -43,6 +48,8 @@ def main(argv: list[str]) -> int:
 
     spec_msg = json.loads(sys.stdin.readline())
     try:
+        # From here on, the process reads only its working directory and the Python installation.
+        confined = confine(Path(spec_msg["code"]).parent)
         spec = importlib.util.spec_from_file_location("user_transform", spec_msg["code"])
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> int:
             for p in inspect.signature(fn).parameters.values()
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
         ]
-        say({"params": params})
+        say({"params": params, "confined": confined})
         run = json.loads(sys.stdin.readline())
         import polars as pl
 

@@ -77,6 +77,7 @@ class _Child:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(work),
+            "TMPDIR": str(work),
             "PYTHONNOUSERSITE": "1",
             "POLARS_MAX_THREADS": "2",
         }
@@ -180,7 +181,8 @@ def run_polars(
         child = _Child(work, memory_bytes, get_settings().data.transform_timeout)
         try:
             child.send({"code": str(work / "user_transform.py"), "function": function})
-            params = child.receive()["params"]
+            hello = child.receive()
+            params, confined = hello["params"], bool(hello.get("confined"))
             refs: list[datasets.InputRef] = []
             paths: dict[str, str] = {}
             for p in params:
@@ -211,6 +213,12 @@ def run_polars(
             actor=actor,
             mode=mode,
             evolve=evolve,
-            producer={"kind": "transform", "engine": "polars", "function": function, "code": code[:20_000]},
+            producer={
+                "kind": "transform",
+                "engine": "polars",
+                "function": function,
+                "code": code[:20_000],
+                "confined": confined,
+            },
             inputs=refs,
         )
