@@ -83,8 +83,12 @@ def ingest(
     if req.max_rows_per_second:
         batch_rows = max(1, min(batch_rows, int(req.max_rows_per_second)))
     read = ReadRequest(
-        table=req.table, query=req.query, cursor_column=req.incremental,
-        watermark=state.watermark if state else None, batch_rows=batch_rows, options=req.options or None,
+        table=req.table,
+        query=req.query,
+        cursor_column=req.incremental,
+        watermark=state.watermark if state else None,
+        batch_rows=batch_rows,
+        options=req.options or None,
     )
     connector = sources.connector_for(src)
     ordered = bool(getattr(connector, "cursor_ordered", False))
@@ -110,9 +114,22 @@ def ingest(
             raise InvalidInput(f"source {req.source!r} returned no rows")
         table = pa.Table.from_batches(collected)
         row = datasets.write(
-            session, store, proj, req.to, table, actor=actor, mode=req.mode, evolve=req.evolve,
-            producer={"kind": "ingest", "source": src.name, "source_kind": src.kind, "table": req.table,
-                      "query": req.query, "incremental": req.incremental},
+            session,
+            store,
+            proj,
+            req.to,
+            table,
+            actor=actor,
+            mode=req.mode,
+            evolve=req.evolve,
+            producer={
+                "kind": "ingest",
+                "source": src.name,
+                "source_kind": src.kind,
+                "table": req.table,
+                "query": req.query,
+                "incremental": req.incremental,
+            },
         )
     except InvalidInput as e:
         connector.rollback()

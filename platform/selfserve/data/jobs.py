@@ -103,9 +103,15 @@ class JobRunner:
                     proj = s.get(Project, j.project_id)
                     if proj is not None:
                         quotas.add_usage(s, proj, "runs", -1)
-                        audit.record(s, j.created_by, f"job:{j.kind}", project=proj.name, target=f"job/{j.id}",
-                                     outcome="ok" if status == "succeeded" else "failed",
-                                     detail={"error": error} if error else None)
+                        audit.record(
+                            s,
+                            j.created_by,
+                            f"job:{j.kind}",
+                            project=proj.name,
+                            target=f"job/{j.id}",
+                            outcome="ok" if status == "succeeded" else "failed",
+                            detail={"error": error} if error else None,
+                        )
         finally:
             with self._idle:
                 self._active -= 1

@@ -73,8 +73,9 @@ def create(session: Session, caller: Caller, project: str, body: SourceCreate) -
         created_by=caller.name,
     )
     session.add(src)
-    audit.record(session, caller.name, "source:create", project=project, target=f"source/{body.name}",
-                 detail={"kind": body.kind})
+    audit.record(
+        session, caller.name, "source:create", project=project, target=f"source/{body.name}", detail={"kind": body.kind}
+    )
     session.commit()
     return public(src)
 
