@@ -243,6 +243,11 @@ class ClientSettings(BaseSettings):
     timeout: float = Field(60.0, gt=0, description="Seconds before an API call gives up.")
 
 
+def inherited_environ() -> dict[str, str]:
+    """A copy of this process's environment, for building a child process's (the one other read of it)."""
+    return dict(os.environ)
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process's settings, read once. Tests call ``get_settings.cache_clear()`` after changing env."""

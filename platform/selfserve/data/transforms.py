@@ -26,7 +26,7 @@ from selfserve.data import datasets
 from selfserve.data.objectstore import ObjectStore
 from selfserve.data.sandbox import sandbox, tables_in
 from selfserve.errors import InvalidInput
-from selfserve.settings import get_settings
+from selfserve.settings import get_settings, inherited_environ
 from selfserve.store.tables import DatasetVersion, Project
 
 
@@ -75,7 +75,7 @@ class _Child:
 
     def __init__(self, work: Path, memory_bytes: int | None, timeout: float) -> None:
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": inherited_environ().get("PATH", "/usr/bin:/bin"),
             "HOME": str(work),
             "TMPDIR": str(work),
             "PYTHONNOUSERSITE": "1",

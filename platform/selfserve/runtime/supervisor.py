@@ -25,7 +25,7 @@ from selfserve.errors import Conflict, SelfServeError
 from selfserve.runtime import _process, _state
 from selfserve.runtime._services import ServiceSpec, services
 from selfserve.runtime._state import ServiceRecord, State
-from selfserve.settings import Settings, get_settings
+from selfserve.settings import Settings, get_settings, inherited_environ
 
 Progress = Callable[[str], None]
 LOG_TAIL_LINES = 20
@@ -199,7 +199,7 @@ def _start(
     progress(f"starting {spec.name} on port {spec.port} (log: {log})")
     # The children inherit this environment (PATH, the virtualenv, every SELFSERVE_* setting) so
     # that they resolve the same settings tree; the spec's env pins the values ``up`` decided.
-    env = {**os.environ, **spec.env}
+    env = {**inherited_environ(), **spec.env}
     proc = _process.spawn(spec.argv, env, log, cwd=settings.home)
     state.services.append(
         ServiceRecord(
