@@ -2,7 +2,8 @@
 
 1. One realistic mixed-type Arrow table (ints, floats, text, low-cardinality text, timestamps with
    zone, dates, bools, decimals, nulls) is written, in alternating order each round, through
-   ``datasets.write`` (a new dataset per round: one Delta commit plus the metadata bookkeeping) and
+   ``datasets.write`` (a new dataset per round: Arrow's Parquet writer, one Delta commit of the file
+   with its statistics, and the metadata bookkeeping) and
    through ``pyarrow.parquet.write_table`` to one file. Throughput ratio = Parquet time / platform time.
 2. A dataset gets a first version of the same table, then small appends through ``datasets.write``
    until it has more than 100 versions. Reading version N-100 (``datasets.read(..., version=...)``)
@@ -62,56 +63,6 @@ def make_table(rows: int, seed: int = 7) -> Any:
     )
 
 
-def _stat(value: Any, type_: Any) -> Any:
-    import pyarrow as pa
-
-    if value is None:
-        return None
-    if pa.types.is_timestamp(type_) or pa.types.is_date(type_):
-        return value.isoformat()
-    if pa.types.is_decimal(type_):
-        return float(value)
-    return value
-
-
-def prototype_write(location: Path, table: Any) -> float:
-    """Prototype of the proposed write path (not platform code): Arrow's C++ Parquet writer, then one
-    Delta commit of the file with its statistics (``create_table_with_add_actions``)."""
-    import json
-    import uuid
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    from deltalake import Schema
-    from deltalake.transaction import AddAction, create_table_with_add_actions
-
-    t = time.perf_counter()
-    location.mkdir(parents=True)
-    name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-    pq.write_table(table, location / name)
-    mins: dict[str, Any] = {}
-    maxs: dict[str, Any] = {}
-    for field, column in zip(table.schema, table.columns, strict=True):
-        if pa.types.is_boolean(field.type) or pa.types.is_nested(field.type):
-            continue
-        mm = pc.min_max(column)
-        low, high = mm["min"].as_py(), mm["max"].as_py()
-        if pa.types.is_string(field.type):
-            low = low[:32] if low is not None else None
-            high = high if high is not None and len(high) <= 32 else None  # a cut max would be too low
-        if low is not None:
-            mins[field.name] = _stat(low, field.type)
-        if high is not None:
-            maxs[field.name] = _stat(high, field.type)
-    nulls = {f.name: c.null_count for f, c in zip(table.schema, table.columns, strict=True)}
-    stats = {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
-    size = (location / name).stat().st_size
-    add = AddAction(name, size, {}, int(time.time() * 1000), True, json.dumps(stats))
-    create_table_with_add_actions(str(location), Schema.from_arrow(table.schema), [add], mode="append")
-    return time.perf_counter() - t
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="200k rows, 2 rounds, 105 appends (under a minute)")
@@ -120,9 +71,6 @@ def main() -> None:
     ap.add_argument("--appends", type=int, default=None, help="small appends after the first version (>= 100)")
     ap.add_argument("--append-rows", type=int, default=1000)
     ap.add_argument("--profile", action="store_true", help="time the parts of a datasets.write")
-    ap.add_argument(
-        "--prototype", action="store_true", help="also time a prototype of the proposed write path (pyarrow + commit)"
-    )
     args = ap.parse_args()
     rows = args.rows or (200_000 if args.quick else 1_000_000)
     rounds = args.rounds or (2 if args.quick else 9)
@@ -164,22 +112,14 @@ def main() -> None:
 
         plat_w: list[float] = []
         pq_w: list[float] = []
-        proto_w: list[float] = []
         for r in range(rounds):
-            order = ["platform", "parquet", "prototype"] if args.prototype else ["platform", "parquet"]
-            order = order[r % len(order) :] + order[: r % len(order)]
+            order = ["platform", "parquet"] if r % 2 == 0 else ["parquet", "platform"]
             for who in order:
                 if who == "platform":
                     plat_w.append(write_platform(f"w{r}", table))
-                elif who == "parquet":
-                    pq_w.append(write_parquet(tmp / f"w{r}.parquet"))
                 else:
-                    proto_w.append(prototype_write(tmp / "proto" / f"w{r}", table))
-        if proto_w:
-            from deltalake import DeltaTable
-
-            assert DeltaTable(str(tmp / "proto" / "w0")).to_pyarrow_dataset().count_rows() == rows
-        proto_bytes = sum(p.stat().st_size for p in (tmp / "proto" / "w0").glob("*.parquet"))
+                    pq_w.append(write_parquet(tmp / f"w{r}.parquet"))
+        assert datasets.read(objects, "bench", "w0").num_rows == rows
         parquet_bytes = (tmp / "w0.parquet").stat().st_size
         delta_bytes = sum(p.stat().st_size for p in (tmp / "home").rglob("*.parquet") if "/w0/" in str(p))
         split = _write_split(platform, objects, table, args.profile)
@@ -243,12 +183,6 @@ def main() -> None:
         f"| `pyarrow.parquet.write_table` | {q_s:.3f} | {rows / q_s:,.0f} | {mib / q_s:.0f} | "
         f"{parquet_bytes / 2**20:.1f} |"
     )
-    if proto_w:
-        x_s = med(proto_w)
-        print(
-            f"| prototype of the fix: pyarrow write + Delta commit of the file | {x_s:.3f} | {rows / x_s:,.0f} | "
-            f"{mib / x_s:.0f} | {proto_bytes / 2**20:.1f} |"
-        )
     print(
         "\n`datasets.write` split (median of 3): "
         + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in split.items())
@@ -265,7 +199,7 @@ def main() -> None:
     print(
         f"\nsmall appends through `datasets.write`: median {med(append_t) * 1000:.0f} ms; "
         f"first 10 {med(first) * 1000:.0f} ms, last 10 {med(last) * 1000:.0f} ms; "
-        f"checkpoints in the log: {', '.join(checkpoints) or 'none'}\n"
+        f"checkpoints in the log: {_checkpoints(checkpoints)}\n"
     )
     print("| goal | measured | met |")
     print("|---|---:|---|")
@@ -273,12 +207,6 @@ def main() -> None:
         f"| platform write throughput >= {WRITE_GOAL:g}x plain Parquet | {write_ratio:.2f}x | "
         f"{'yes' if write_ratio >= WRITE_GOAL else 'NO'} |"
     )
-    if proto_w:
-        proto_ratio = q_s / med(proto_w)
-        print(
-            f"| (prototype) write throughput >= {WRITE_GOAL:g}x plain Parquet | {proto_ratio:.2f}x | "
-            f"{'yes' if proto_ratio >= WRITE_GOAL else 'no'} |"
-        )
     print(
         f"| read of version N-100 <= {TRAVEL_GOAL:g}x the latest | {travel_ratio:.2f}x | "
         f"{'yes' if travel_ratio <= TRAVEL_GOAL else 'NO'} |"
@@ -287,8 +215,13 @@ def main() -> None:
     print("\nper-round write throughput ratio (same round): " + ", ".join(f"{x:.2f}x" for x in paired))
     print("per round (seconds): platform write " + ", ".join(f"{x:.3f}" for x in plat_w))
     print("per round (seconds): parquet write " + ", ".join(f"{x:.3f}" for x in pq_w))
-    if proto_w:
-        print("per round (seconds): prototype write " + ", ".join(f"{x:.3f}" for x in proto_w))
+
+
+def _checkpoints(names: list[str]) -> str:
+    versions = sorted(int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit())
+    if not versions:
+        return "none"
+    return f"{len(versions)} (versions {', '.join(str(v) for v in versions[:3])}{', ...' if len(versions) > 3 else ''})"
 
 
 def _write_split(platform: Any, objects: Any, table: Any, profile: bool) -> dict[str, float]:
@@ -314,10 +247,13 @@ def _write_split(platform: Any, objects: Any, table: Any, profile: bool) -> dict
 
         setattr(owner, attr, timed)
 
-    wrap(deltalake, "write_deltalake", "write_deltalake")
+    import deltalake.transaction
+
+    wrap(datasets, "_write_files", "Parquet files (Arrow's writer) and their statistics")
+    wrap(deltalake.transaction, "create_table_with_add_actions", "Delta commit")
+    wrap(deltalake, "write_deltalake", "write_deltalake (fallback)")
+    wrap(datasets, "_open_latest", "open the table (before and after)")
     wrap(datasets, "_version_of", "find version in history")
-    wrap(datasets, "_row_count", "count rows (add actions)")
-    wrap(datasets, "_table_bytes", "sum bytes (add actions)")
     wrap(datasets, "columns_of", "columns_of (x2)")
     wrap(type(objects), "size_of", "store.size_of")
     total: list[float] = []

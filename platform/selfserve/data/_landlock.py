@@ -61,13 +61,14 @@ def abi_version() -> int:
     return max(int(version), 0)
 
 
-def confine(workdir: Path) -> bool:
+def confine(workdir: Path, *, network: bool = False, readable: tuple[str, ...] = ()) -> bool:
     """Restrict this process (and its future children) for good.
 
     Allowed: reading the Python installation (every ``sys.path`` entry and prefix), the system
     libraries and a few system files, ``/proc/self``; reading and writing ``workdir``. Refused:
     every other file (the platform's home, its storage, other jobs' directories, other processes'
-    ``/proc`` entries) and, where the kernel can (ABI 4+), every TCP bind and connect.
+    ``/proc`` entries) and, where the kernel can (ABI 4+), every TCP bind and connect unless
+    ``network`` is true. ``readable`` adds directories to read.
 
     Returns:
         True when confined; False when the kernel has no Landlock.
@@ -80,7 +81,7 @@ def confine(workdir: Path) -> bool:
         return False
     libc = _libc()
     handled_fs = _fs_rights(abi)
-    if abi >= 4:
+    if abi >= 4 and not network:
         attr = struct.pack("=QQ", handled_fs, _NET_BIND_TCP | _NET_CONNECT_TCP)
     else:
         attr = struct.pack("=Q", handled_fs)
@@ -90,9 +91,9 @@ def confine(workdir: Path) -> bool:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     try:
         read = _EXECUTE | _READ_FILE | _READ_DIR
-        readable = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_SYSTEM_DIRS}
-        readable |= {p for p in sys.path if p and Path(p).is_absolute()}
-        for path in sorted(readable):
+        allowed = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *_SYSTEM_DIRS, *readable}
+        allowed |= {p for p in sys.path if p and Path(p).is_absolute()}
+        for path in sorted(allowed):
             _allow(libc, ruleset, path, read & handled_fs)
         for path in _SYSTEM_FILES:
             _allow(libc, ruleset, path, _READ_FILE)

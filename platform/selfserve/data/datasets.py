@@ -9,10 +9,15 @@ nothing. The metadata DB keeps, per version, rows, bytes, schema, producer and i
 from __future__ import annotations
 
 import json
+import logging
+import math
+import threading
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -26,6 +31,8 @@ from selfserve.errors import Conflict, InvalidInput, NotFound
 from selfserve.policy import quotas
 from selfserve.schemas import check_name
 from selfserve.store.tables import Dataset, DatasetVersion, IngestState, Project, Source, utcnow
+
+log = logging.getLogger(__name__)
 
 WriteMode = Literal["append", "overwrite"]
 _WRITE_ID = "selfserve.write_id"
@@ -142,6 +149,8 @@ _SECONDS_PER_UNIT = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 def _normalise(table: pa.Table) -> pa.Table:
     """Make the columns writable to Delta, which has no unsigned, dictionary, null, time-of-day or
     duration types: a time of day becomes its ISO text (``"12:34:56"``) and a duration its seconds.
+    Timestamps keep microseconds at most (finer ones are cut, as deltalake's writer does) and a
+    zoned timestamp is kept in UTC (the same instant).
 
     Raises:
         InvalidInput: a value does not fit (an unsigned integer over the largest signed one).
@@ -161,6 +170,9 @@ def _normalise(table: pa.Table) -> pa.Table:
                 col = col.cast(pa.string())
             elif pa.types.is_duration(t):
                 col = pc.multiply(col.cast(pa.int64()).cast(pa.float64()), _SECONDS_PER_UNIT[t.unit])
+            elif pa.types.is_timestamp(t) and (t.unit == "ns" or t.tz not in (None, "UTC")):
+                unit = "us" if t.unit == "ns" else t.unit
+                col = col.cast(pa.timestamp(unit, tz=None if t.tz is None else "UTC"), safe=False)
             elif t != f.type:
                 col = col.cast(t)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
@@ -195,10 +207,8 @@ def write(
         InvalidInput: bad name, empty input, a schema change on append without ``evolve``, a
             failed contract (the detail lists every failing check).
         QuotaExceeded: the write would take the project over its storage quota.
+        Conflict: the dataset kept changing under the write and the commit gave up.
     """
-    from deltalake import CommitProperties, DeltaTable, write_deltalake
-    from deltalake.exceptions import CommitFailedError, SchemaMismatchError
-
     check_name(name, "dataset name")
     if mode not in ("append", "overwrite"):
         raise InvalidInput(f"invalid write mode {mode!r}: use append or overwrite")
@@ -223,40 +233,15 @@ def write(
     estimate = int(table.nbytes)
     quotas.check(session, project, "storage", estimate)
 
-    location = uri(store, project.name, name)
     write_id = uuid.uuid4().hex
-    # A commit that loses a race (two first writes both creating the table) committed nothing
-    # and is tried again on top of the winner's commit.
-    for attempt in range(_COMMIT_ATTEMPTS):
-        try:
-            write_deltalake(
-                location,
-                table,
-                mode=mode,
-                schema_mode=("merge" if mode == "append" else "overwrite") if evolve else None,
-                storage_options=store.storage_options() or None,
-                commit_properties=CommitProperties(custom_metadata={_WRITE_ID: write_id}),
-            )
-            break
-        except CommitFailedError as e:
-            if attempt == _COMMIT_ATTEMPTS - 1:
-                raise Conflict(
-                    f"dataset {name!r} kept changing during the write; try again ({_first_line(e)})"
-                ) from None
-        except SchemaMismatchError as e:
-            raise InvalidInput(
-                f"schema of dataset {name!r} differs: {_first_line(e)}; pass --evolve to change it"
-            ) from None
-        except Exception as e:
-            # deltalake raises a bare Exception for a type Delta cannot hold (e.g. inside a list).
-            if "Invalid data type for Delta Lake" not in str(e):
-                raise
-            raise InvalidInput(f"dataset {name!r} cannot store this data: {_first_line(e)}") from None
-    dt = DeltaTable(location, storage_options=store.storage_options() or None)
+    dt = _commit(store, project.name, name, table, mode=mode, evolve=evolve, write_id=write_id)
     version = _version_of(store, project.name, name, dt.version(), write_id)
     if version != dt.version():
         dt.load_as_version(version)
-    rows = _row_count(dt)
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    rows = int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+    size = int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
+    schema = pa.schema(dt.schema().to_arrow())
 
     # Concurrent writers of one project update its metadata one at a time: the storage usage
     # row is locked until the caller commits (FOR UPDATE on PostgreSQL, the write lock on
@@ -285,8 +270,8 @@ def write(
         operation="create" if version == 0 else mode,
         rows=rows,
         rows_written=table.num_rows,
-        bytes=_table_bytes(dt),
-        columns=columns_of(pa.schema(dt.schema().to_arrow())),
+        bytes=size,
+        columns=columns_of(schema),
         producer=producer or {"kind": "api"},
         inputs=[i.as_dict() for i in inputs],
         created_by=actor,
@@ -294,7 +279,298 @@ def write(
     session.add(row)
     quotas.add_usage(session, project, "storage", ds.storage_bytes - before)
     session.flush()
+    # The first query of the new version need not read the log again.
+    _remember(store, project.name, ds, Snapshot(version, tuple(dt.file_uris()), schema))
     return row
+
+
+# -- the Delta commit ------------------------------------------------------------------
+#
+# The common writes (a new dataset, an append or an overwrite with the same columns) write their
+# Parquet files with Arrow's writer, straight to the table's location, and then commit them in
+# one Delta transaction with their statistics; deltalake's own writer is slower. Anything else
+# (a schema change with ``evolve``, a table with features this path does not write) goes
+# through ``deltalake.write_deltalake``. Files of a commit that fails are removed again; until
+# a commit names them no reader sees them.
+
+# A checkpoint every 10 commits keeps opening a table with many small appends cheap.
+_TABLE_CONFIG = {"delta.checkpointInterval": "10"}
+_ROW_GROUP_ROWS = 1024 * 1024  # Arrow's default: row groups are what DuckDB reads in parallel
+_FILE_ROWS = 8 * _ROW_GROUP_ROWS
+_STATS_COLUMNS = 32  # as delta.dataSkippingNumIndexedCols: statistics for the first 32 columns
+_STATS_TEXT_CHARS = 32
+_PLAIN_WRITER_FEATURES = frozenset({"timestampNtz"})
+
+
+class _UseDeltaWriter(Exception):
+    """This write needs deltalake's own writer."""
+
+
+def _commit(
+    store: ObjectStore, project: str, name: str, table: pa.Table, *, mode: WriteMode, evolve: bool, write_id: str
+) -> Any:
+    """Commit ``table`` to the dataset's Delta table; returns the table, loaded at or after the commit.
+
+    Raises:
+        InvalidInput: the data does not fit the table's schema (without ``evolve``) or cannot be stored.
+        Conflict: the commit lost to other writers ``_COMMIT_ATTEMPTS`` times.
+    """
+    try:
+        return _commit_files(store, project, name, table, mode=mode, evolve=evolve, write_id=write_id)
+    except _UseDeltaWriter:
+        return _commit_with_deltalake(store, project, name, table, mode=mode, evolve=evolve, write_id=write_id)
+
+
+def _open_latest(location: str, store: ObjectStore) -> Any:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(location, storage_options=store.storage_options() or None)
+    except TableNotFoundError:
+        return None
+
+
+def _fit(dt: Any, table: pa.Table, mode: WriteMode, evolve: bool) -> pa.Table:
+    """``table`` in the columns and Arrow types the Delta table stores (``dt`` None: a new table).
+
+    Raises:
+        InvalidInput: nulls in a column the table declares without them.
+        _UseDeltaWriter: the write changes the schema, or the table is not a plain one.
+    """
+    target = _delta_arrow_schema(table.schema)
+    if dt is not None:
+        protocol = dt.protocol()
+        features = set(protocol.writer_features or ())
+        if dt.metadata().partition_columns or (protocol.min_writer_version > 2 and features - _PLAIN_WRITER_FEATURES):
+            raise _UseDeltaWriter
+        current = pa.schema(dt.schema().to_arrow())
+        if {(f.name, f.type) for f in current} == {(f.name, f.type) for f in target}:  # in any order
+            target = current
+        elif not (mode == "overwrite" and evolve) or (
+            any(pa.types.is_timestamp(f.type) and f.type.tz is None for f in target) and "timestampNtz" not in features
+        ):
+            raise _UseDeltaWriter
+    columns = []
+    for field in target:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            raise InvalidInput(
+                f"column {field.name!r} has {column.null_count} empty values; the dataset does not allow them"
+            )
+        if column.type != field.type:
+            try:
+                # Delta keeps microseconds: finer timestamps are cut, as deltalake's writer does.
+                column = column.cast(field.type, safe=not pa.types.is_timestamp(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise _UseDeltaWriter from None
+        columns.append(column)
+    return pa.table(columns, schema=target)
+
+
+def _delta_arrow_schema(schema: pa.Schema) -> pa.Schema:
+    """The Arrow schema a Delta table with these columns reads back (``timestamp[us, tz=UTC]`` for
+    any zoned timestamp, ``string`` for ``large_string``, ...)."""
+    from deltalake import Schema
+
+    try:
+        return pa.schema(Schema.from_arrow(schema).to_arrow())
+    except Exception:  # a type Delta cannot hold: deltalake's writer says which
+        raise _UseDeltaWriter from None
+
+
+def _commit_files(
+    store: ObjectStore, project: str, name: str, table: pa.Table, *, mode: WriteMode, evolve: bool, write_id: str
+) -> Any:
+    from deltalake import CommitProperties, Schema
+    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.transaction import create_table_with_add_actions
+
+    location = uri(store, project, name)
+    dt = _open_latest(location, store)
+    data = _fit(dt, table, mode, evolve)
+    props = CommitProperties(custom_metadata={_WRITE_ID: write_id})
+    adds = _write_files(store, dataset_prefix(project, name), data, write_id)
+    try:
+        for attempt in range(_COMMIT_ATTEMPTS):
+            try:
+                if dt is None:
+                    create_table_with_add_actions(
+                        location,
+                        Schema.from_arrow(data.schema),
+                        adds,
+                        mode="error",
+                        configuration=_TABLE_CONFIG,
+                        storage_options=store.storage_options() or None,
+                        commit_properties=props,
+                    )
+                    return _open_latest(location, store)
+                dt.create_write_transaction(adds, mode=mode, schema=data.schema, commit_properties=props)
+                dt.update_incremental()
+                return dt
+            except (CommitFailedError, DeltaError) as e:
+                # Another writer committed first (or created the table first): try again on top
+                # of its commit, if the table still takes these files as they are.
+                if not isinstance(e, CommitFailedError) and "already exists" not in str(e):
+                    raise
+                if attempt == _COMMIT_ATTEMPTS - 1:
+                    raise Conflict(
+                        f"dataset {name!r} kept changing during the write; try again ({_first_line(e)})"
+                    ) from None
+                dt = _open_latest(location, store)
+                if _fit(dt, table, mode, evolve).schema != data.schema:
+                    raise _UseDeltaWriter from None
+        raise AssertionError("unreachable")  # pragma: no cover
+    except BaseException:
+        _remove_files(store, dataset_prefix(project, name), [a.path for a in adds])
+        raise
+
+
+def _write_files(store: ObjectStore, prefix: str, table: pa.Table, write_id: str) -> list[Any]:
+    """Write ``table`` as Parquet files under ``prefix``; returns their Delta add actions."""
+    import pyarrow.parquet as pq
+    from deltalake.transaction import AddAction
+
+    adds: list[Any] = []
+    files: list[str] = []
+    try:
+        for part, start in enumerate(range(0, max(table.num_rows, 1), _FILE_ROWS)):
+            chunk = table.slice(start, _FILE_ROWS)
+            files.append(f"part-{part:05d}-{write_id}-c000.snappy.parquet")
+            collected: list[Any] = []
+            with store.arrow_output(f"{prefix}/{files[-1]}") as out:
+                pq.write_table(
+                    chunk, out, row_group_size=_ROW_GROUP_ROWS, compression="snappy", metadata_collector=collected
+                )
+                size = out.tell()
+            stats = _file_stats(collected[0], table.schema)
+            adds.append(AddAction(files[-1], size, {}, int(time.time() * 1000), True, json.dumps(stats)))
+    except BaseException:
+        _remove_files(store, prefix, files)
+        raise
+    return adds
+
+
+def _remove_files(store: ObjectStore, prefix: str, files: list[str]) -> None:
+    """Best effort: the files of a write that committed nothing are garbage no reader sees."""
+    for file in files:
+        try:
+            store.delete_object(f"{prefix}/{file}")
+        except Exception as e:  # the write's own error is the one to report
+            log.warning("could not remove %s/%s of a failed write: %s", prefix, file, _first_line(e))
+
+
+def _file_stats(metadata: Any, schema: pa.Schema) -> dict[str, Any]:
+    """Delta statistics of one Parquet file from its footer: ``numRecords``, and per top-level column
+    of a plain type ``nullCount``, ``minValues`` and ``maxValues``.
+
+    Every bound is safe for data skipping: timestamps widen to whole milliseconds, long text keeps
+    a prefix as its minimum and no maximum, and a column whose bounds are not all known (NaN-only
+    row groups, oversized values) gets none.
+    """
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    leaf = 0
+    for index, field in enumerate(schema):
+        column, leaf = leaf, leaf + _leaves(field.type)
+        if index >= _STATS_COLUMNS or pa.types.is_nested(field.type):
+            continue
+        stats = [g.column(column).statistics for g in groups]
+        if any(s is None or not s.has_null_count for s in stats):
+            continue
+        nulls[field.name] = sum(int(s.null_count) for s in stats)
+        bounded = [s for s, g in zip(stats, groups, strict=True) if s.null_count < g.num_rows]
+        if not bounded or not all(s.has_min_max for s in bounded):
+            continue
+        try:
+            low = _stat_value(min(s.min for s in bounded), field.type, upper=False)
+            high = _stat_value(max(s.max for s in bounded), field.type, upper=True)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if low is not None:
+            mins[field.name] = low
+        if high is not None:
+            maxs[field.name] = high
+    return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def _leaves(t: pa.DataType) -> int:
+    """How many Parquet leaf columns a field of this type has."""
+    if pa.types.is_struct(t):
+        return sum(_leaves(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _leaves(t.key_type) + _leaves(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _leaves(t.value_type)
+    return 1
+
+
+def _stat_value(value: Any, t: pa.DataType, *, upper: bool) -> Any:
+    """A Parquet bound as Delta writes it in JSON, or None where no safe bound can be given."""
+    if pa.types.is_boolean(t) or pa.types.is_integer(t):
+        return value if isinstance(value, bool | int) else None
+    if pa.types.is_floating(t):
+        return float(value) if math.isfinite(value) else None
+    if pa.types.is_decimal(t):
+        return float(value) if t.precision <= 15 else None  # exact in a double up to 15 digits
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        if not isinstance(value, str):
+            return None
+        if len(value) <= _STATS_TEXT_CHARS:
+            return value
+        return None if upper else value[:_STATS_TEXT_CHARS]  # a prefix is below the value; a cut maximum is not
+    if pa.types.is_date(t):
+        return value.isoformat() if isinstance(value, date) else None
+    if pa.types.is_timestamp(t) and t.tz is not None and isinstance(value, datetime):
+        # Delta's statistics hold milliseconds: the minimum rounds down, the maximum up.
+        moment = value.astimezone(UTC)
+        extra = moment.microsecond % 1000
+        if extra and upper:
+            moment += timedelta(microseconds=1000 - extra)
+        elif extra:
+            moment -= timedelta(microseconds=extra)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return None  # binary, timestamps without a zone and the rest: no bounds, which is always safe
+
+
+def _commit_with_deltalake(
+    store: ObjectStore, project: str, name: str, table: pa.Table, *, mode: WriteMode, evolve: bool, write_id: str
+) -> Any:
+    from deltalake import CommitProperties, write_deltalake
+    from deltalake.exceptions import CommitFailedError, SchemaMismatchError
+
+    location = uri(store, project, name)
+    # A commit that loses a race (two first writes both creating the table) committed nothing
+    # and is tried again on top of the winner's commit.
+    for attempt in range(_COMMIT_ATTEMPTS):
+        try:
+            write_deltalake(
+                location,
+                table,
+                mode=mode,
+                schema_mode=("merge" if mode == "append" else "overwrite") if evolve else None,
+                storage_options=store.storage_options() or None,
+                configuration=_TABLE_CONFIG,
+                commit_properties=CommitProperties(custom_metadata={_WRITE_ID: write_id}),
+            )
+            break
+        except CommitFailedError as e:
+            if attempt == _COMMIT_ATTEMPTS - 1:
+                raise Conflict(
+                    f"dataset {name!r} kept changing during the write; try again ({_first_line(e)})"
+                ) from None
+        except SchemaMismatchError as e:
+            raise InvalidInput(
+                f"schema of dataset {name!r} differs: {_first_line(e)}; pass --evolve to change it"
+            ) from None
+        except Exception as e:
+            # deltalake raises a bare Exception for a type Delta cannot hold (e.g. inside a list).
+            if "Invalid data type for Delta Lake" not in str(e):
+                raise
+            raise InvalidInput(f"dataset {name!r} cannot store this data: {_first_line(e)}") from None
+    return _open_latest(location, store)
 
 
 def _first_line(e: BaseException) -> str:
@@ -335,20 +611,14 @@ def _version_of(store: ObjectStore, project: str, name: str, latest: int, write_
     raise Conflict("the write committed but its version could not be found in the table's log")
 
 
-def _row_count(dt: Any) -> int:
-    actions = pa.table(dt.get_add_actions(flatten=True))
-    return int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
-
-
-def _table_bytes(dt: Any) -> int:
-    actions = pa.table(dt.get_add_actions(flatten=True))
-    return int(pc.sum(actions["size_bytes"]).as_py() or 0) if actions.num_rows else 0
-
-
 def open_table(
     store: ObjectStore, project: str, name: str, *, version: int | None = None, as_of: datetime | None = None
 ) -> Any:
-    """The Delta table at a version or a point in time."""
+    """The Delta table at a version or a point in time (its latest version by default).
+
+    Raises:
+        NotFound: no such table, version or time.
+    """
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
@@ -356,14 +626,73 @@ def open_table(
         f"version {version}" if version is not None else f"time {as_of.isoformat()}" if as_of else "its latest version"
     )
     try:
-        dt = DeltaTable(uri(store, project, name), storage_options=store.storage_options() or None)
-        if version is not None:
-            dt.load_as_version(version)
-        elif as_of is not None:
+        # Loading a version directly reads the log up to it only, not up to the latest first.
+        dt = DeltaTable(uri(store, project, name), version=version, storage_options=store.storage_options() or None)
+        if version is None and as_of is not None:
             dt.load_as_version(_version_at(store, project, name, dt.version(), as_of, when))
     except (DeltaError, ValueError, OSError) as e:
         raise NotFound(f"dataset {name!r} has no data at {when}: {str(e).splitlines()[0][:200]}") from None
     return dt
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version of a dataset as the engines read it: its data files (URIs) and its schema."""
+
+    version: int
+    files: tuple[str, ...]
+    schema: pa.Schema
+
+
+# A committed version never changes, so what it holds is kept per process, keyed by the table's
+# location, the dataset row's identity and the version. The row's identity (id and creation time)
+# matters: a dataset deleted and created again under its name is a new table whose version 0 is
+# not the old one's, and SQLite may even give the new row the old id.
+_SNAPSHOTS_KEPT = 256
+_snapshots: OrderedDict[tuple[str, str, int], Snapshot] = OrderedDict()
+_snapshots_lock = threading.Lock()
+
+
+def _snapshot_key(store: ObjectStore, project: str, ds: Dataset, version: int) -> tuple[str, str, int]:
+    return (uri(store, project, ds.name), f"{ds.id}@{ds.created_at.isoformat()}", version)
+
+
+def _remember(store: ObjectStore, project: str, ds: Dataset, snap: Snapshot) -> None:
+    key = _snapshot_key(store, project, ds, snap.version)
+    with _snapshots_lock:
+        _snapshots[key] = snap
+        _snapshots.move_to_end(key)
+        while len(_snapshots) > _SNAPSHOTS_KEPT:
+            _snapshots.popitem(last=False)
+
+
+def _forget(store: ObjectStore, project: str, name: str) -> None:
+    location = uri(store, project, name)
+    with _snapshots_lock:
+        for key in [k for k in _snapshots if k[0] == location]:
+            del _snapshots[key]
+
+
+def snapshot(store: ObjectStore, project: str, ds: Dataset, version: int | None = None) -> Snapshot:
+    """The files and schema of a version of ``ds`` (of project ``project``; by default the current
+    version the metadata DB records), reading the Delta log only the first time.
+
+    Raises:
+        NotFound: the dataset has no such version (or no data yet).
+    """
+    v = ds.current_version if version is None else version
+    if v is None:
+        raise NotFound(f"dataset {ds.name!r} has no data yet")
+    key = _snapshot_key(store, project, ds, v)
+    with _snapshots_lock:
+        found = _snapshots.get(key)
+        if found is not None:
+            _snapshots.move_to_end(key)
+            return found
+    dt = open_table(store, project, ds.name, version=v)
+    snap = Snapshot(v, tuple(dt.file_uris()), pa.schema(dt.schema().to_arrow()))
+    _remember(store, project, ds, snap)
+    return snap
 
 
 def _version_at(store: ObjectStore, project: str, name: str, latest: int, as_of: datetime, when: str) -> int:
@@ -393,11 +722,38 @@ def read(
     columns: list[str] | None = None,
     limit: int | None = None,
 ) -> pa.Table:
+    """Rows of a version of the dataset (or of the version current at ``as_of``; the latest by default).
+
+    Raises:
+        NotFound: no such dataset, version or time.
+    """
     dt = open_table(store, project, name, version=version, as_of=as_of)
-    ds = dt.to_pyarrow_dataset()
+    return scan(store, tuple(dt.file_uris()), pa.schema(dt.schema().to_arrow()), columns=columns, limit=limit)
+
+
+def scan(
+    store: ObjectStore,
+    files: tuple[str, ...],
+    schema: pa.Schema,
+    *,
+    columns: list[str] | None = None,
+    limit: int | None = None,
+) -> pa.Table:
+    """Read the data files of a version (a file without a column added later reads it as null).
+
+    Arrow reads the files through its own filesystem for the store: deltalake's dataset goes
+    through a Python filesystem that Arrow's I/O threads call back into, which can abort the
+    interpreter at exit.
+    """
+    import pyarrow.dataset as pds
+
+    fs = store.arrow_filesystem()
+    fmt = pds.ParquetFileFormat()
+    fragments = [fmt.make_fragment(store.arrow_path(f), filesystem=fs) for f in files]
+    data = pds.FileSystemDataset(fragments, schema=schema, format=fmt, filesystem=fs)
     if limit is not None:
-        return ds.head(limit, columns=columns)
-    return ds.to_table(columns=columns)
+        return data.head(limit, columns=columns)
+    return data.to_table(columns=columns)
 
 
 def delete(session: Session, store: ObjectStore, project: Project, ds: Dataset) -> None:
@@ -412,4 +768,5 @@ def delete(session: Session, store: ObjectStore, project: Project, ds: Dataset) 
     session.delete(ds)
     quotas.add_usage(session, project, "storage", -freed)
     session.flush()
+    _forget(store, project.name, ds.name)
     store.delete_prefix(dataset_prefix(project.name, ds.name))

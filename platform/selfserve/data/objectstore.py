@@ -1,7 +1,8 @@
 """One object-store interface; the implementation is chosen by the storage root's URI scheme.
 
 Each store also turns its settings into what the engines need: ``storage_options`` for Polars
-and deltalake, a ``CREATE SECRET`` for DuckDB, and a URI for MLflow artifacts.
+and deltalake, a pyarrow filesystem for Arrow's Parquet reader and writer, a ``CREATE SECRET`` for
+DuckDB, and a URI for MLflow artifacts.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class ObjectStore(ABC):
         """Delete everything under ``prefix`` (idempotent)."""
 
     @abstractmethod
+    def delete_object(self, key: str) -> None:
+        """Delete one object (idempotent)."""
+
+    @abstractmethod
     def size_of(self, prefix: str) -> int:
         """Bytes held under ``prefix``."""
 
@@ -72,6 +77,20 @@ class ObjectStore(ABC):
         """Statements that let a DuckDB connection read this store (extensions, secrets)."""
         return []
 
+    @abstractmethod
+    def arrow_filesystem(self) -> Any:
+        """A ``pyarrow.fs.FileSystem`` reaching this store (built once per store); its paths are
+        what :meth:`arrow_path` gives."""
+
+    @abstractmethod
+    def arrow_path(self, uri: str) -> str:
+        """The path in :meth:`arrow_filesystem` of a URI in this store (as :meth:`uri` gives)."""
+
+    def arrow_output(self, key: str) -> Any:
+        """An Arrow output stream that writes the object ``key``; the object is whole once the
+        stream is closed (an S3 multipart upload completes then)."""
+        return self.arrow_filesystem().open_output_stream(self.arrow_path(self.uri(key)))
+
 
 class LocalObjectStore(ObjectStore):
     scheme = "file"
@@ -94,6 +113,9 @@ class LocalObjectStore(ObjectStore):
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
+    def delete_object(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
     def size_of(self, prefix: str) -> int:
         base = self.path(prefix)
         if not base.exists():
@@ -109,6 +131,18 @@ class LocalObjectStore(ObjectStore):
 
     def get_bytes(self, key: str) -> bytes:
         return self.path(key).read_bytes()
+
+    def arrow_filesystem(self) -> Any:
+        import pyarrow.fs
+
+        return pyarrow.fs.LocalFileSystem()
+
+    def arrow_path(self, uri: str) -> str:
+        return uri.removeprefix("file://")
+
+    def arrow_output(self, key: str) -> Any:
+        self.path(key).parent.mkdir(parents=True, exist_ok=True)
+        return super().arrow_output(key)
 
 
 class S3ObjectStore(ObjectStore):
@@ -133,6 +167,7 @@ class S3ObjectStore(ObjectStore):
         self.secret_access_key = secret_access_key
         self.region = region
         self._client: Any = None
+        self._arrow_fs: Any = None
 
     @property
     def client(self) -> Any:
@@ -174,6 +209,9 @@ class S3ObjectStore(ObjectStore):
             chunk = [{"Key": o["Key"]} for o in objs[i : i + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
+    def delete_object(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(key))
+
     def size_of(self, prefix: str) -> int:
         return sum(int(o.get("Size", 0)) for o in self._objects(prefix))
 
@@ -197,6 +235,25 @@ class S3ObjectStore(ObjectStore):
         if self.secret_access_key:
             opts["AWS_SECRET_ACCESS_KEY"] = self.secret_access_key
         return opts
+
+    def arrow_filesystem(self) -> Any:
+        if self._arrow_fs is None:
+            import pyarrow.fs
+
+            endpoint = urlparse(self.endpoint_url) if self.endpoint_url else None
+            self._arrow_fs = pyarrow.fs.S3FileSystem(
+                access_key=self.access_key_id,
+                secret_key=self.secret_access_key,
+                region=self.region,
+                endpoint_override=endpoint.netloc if endpoint else None,
+                scheme=endpoint.scheme if endpoint else "https",
+                force_virtual_addressing=False,
+                check_directory_existence_before_creation=False,
+            )
+        return self._arrow_fs
+
+    def arrow_path(self, uri: str) -> str:
+        return uri.removeprefix("s3://")
 
     def duckdb_setup(self) -> list[str]:
         def lit(v: str) -> str:

@@ -14,7 +14,9 @@ Three walls, each enough on its own for the common escapes:
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,8 +68,37 @@ def _walk(node: Any, visit: Any) -> None:
             _walk(v, visit)
 
 
-def check_sql(sql: str, offered: set[str]) -> None:
+# One parsing connection per process, reused under a lock: opening a DuckDB database costs
+# milliseconds, parsing a query a fraction of one. It parses only (it never runs the text it is
+# given) and has external access off, as statement splitting can read files (IMPORT DATABASE
+# reads the directory's schema.sql). A forked child opens its own.
+_parser: tuple[int, Any] | None = None
+_parser_lock = threading.Lock()
+
+
+def _parse(sql: str) -> tuple[list[Any], dict[str, Any]]:
+    """The statements of ``sql`` and the syntax tree of the whole text (``json_serialize_sql``).
+
+    Raises:
+        duckdb.Error: the text does not split into statements.
+    """
+    import duckdb
+
+    global _parser
+    with _parser_lock:
+        if _parser is None or _parser[0] != os.getpid():
+            _parser = (os.getpid(), duckdb.connect(":memory:", config={"enable_external_access": False}))
+        con = _parser[1]
+        statements = con.extract_statements(sql)
+        row = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    return statements, json.loads(row[0])  # type: ignore[index]
+
+
+def check_sql(sql: str, offered: set[str]) -> set[str]:
     """Refuse anything but a single SELECT over the offered tables.
+
+    Returns:
+        The names of the tables the query reads, as :func:`tables_in` gives them.
 
     Raises:
         InvalidInput: with the reason (syntax error, statement type, unknown table, file access).
@@ -76,24 +107,17 @@ def check_sql(sql: str, offered: set[str]) -> None:
 
     if not sql or not sql.strip():
         raise InvalidInput("empty query")
-    # Parsing can read files (IMPORT DATABASE reads the directory's schema.sql while the statement
-    # is being split), so even the parsing connection has external access off.
-    con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.PermissionException:
-            raise InvalidInput(f"only SELECT queries are allowed, not {_first_word(sql)}") from None
-        except duckdb.Error as e:
-            raise InvalidInput(f"SQL syntax error: {_first_line(e)}") from None
-        if len(statements) != 1:
-            raise InvalidInput(f"one statement per query, got {len(statements)}")
-        kind = statements[0].type
-        if kind != duckdb.StatementType.SELECT:
-            raise InvalidInput(f"only SELECT queries are allowed, not {kind.name}")
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
-    finally:
-        con.close()
+        statements, tree = _parse(sql)
+    except duckdb.PermissionException:
+        raise InvalidInput(f"only SELECT queries are allowed, not {_first_word(sql)}") from None
+    except duckdb.Error as e:
+        raise InvalidInput(f"SQL syntax error: {_first_line(e)}") from None
+    if len(statements) != 1:
+        raise InvalidInput(f"one statement per query, got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise InvalidInput(f"only SELECT queries are allowed, not {kind.name}")
     if tree.get("error"):
         message = str(tree.get("error_message", "cannot parse"))
         if message.startswith("Only SELECT statements"):  # e.g. PRAGMA, which splits as a SELECT
@@ -134,6 +158,7 @@ def check_sql(sql: str, offered: set[str]) -> None:
     for t in tables:
         if t.lower() not in known:
             raise InvalidInput(f"unknown table {t!r}; the datasets you can query are: {', '.join(sorted(offered))}")
+    return _base_tables(tree)
 
 
 def tables_in(sql: str) -> set[str]:
@@ -141,13 +166,10 @@ def tables_in(sql: str) -> set[str]:
 
     CTE names are among them; callers match the names against the tables they offer.
     """
-    import duckdb
+    return _base_tables(_parse(sql)[1])
 
-    con = duckdb.connect(":memory:", config={"enable_external_access": False})
-    try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])  # type: ignore[index]
-    finally:
-        con.close()
+
+def _base_tables(tree: dict[str, Any]) -> set[str]:
     names: set[str] = set()
 
     def visit(n: dict[str, Any]) -> None:
@@ -183,6 +205,7 @@ class Sandbox:
 
         self.tables = tables
         self.timeout = timeout
+        self.interrupted = False  # by the time limit; such a connection is not kept for reuse
         self.con = duckdb.connect(
             ":memory:",
             config={
@@ -191,6 +214,9 @@ class Sandbox:
                 "allow_community_extensions": False,
                 "threads": threads,
                 "memory_limit": memory_limit,
+                # A kept sandbox would hold on to the object-store bytes it cached, up to its
+                # memory limit; local files are in the OS's page cache anyway.
+                "enable_external_file_cache": store.scheme != "s3",
             },
         )
         if store.scheme == "s3":
@@ -202,6 +228,7 @@ class Sandbox:
             self.con.execute(stmt)
         paths = sorted({f for t in tables for f in t.files})
         self.con.execute(f"SET allowed_paths=[{', '.join(_lit(p) for p in paths)}]")
+        self.con.execute("SET enable_progress_bar=false")  # it would print to the server's stdout
         self.con.execute("SET allowed_directories=[]")
         self.con.execute("SET temp_directory=''")
         self.con.execute("SET enable_external_access=false")
@@ -231,7 +258,7 @@ class Sandbox:
         check_sql(sql, self.offered())
         body = sql.strip().rstrip(";")
         wrapped = f"SELECT * FROM ({body}) AS q LIMIT {limit + 1}" if limit is not None else body
-        timer = threading.Timer(self.timeout, self.con.interrupt)
+        timer = threading.Timer(self.timeout, self._interrupt)
         timer.start()
         try:
             result = self.con.execute(wrapped).to_arrow_table()
@@ -245,17 +272,102 @@ class Sandbox:
             return result.slice(0, limit), True
         return result, False
 
+    def _interrupt(self) -> None:
+        self.interrupted = True
+        self.con.interrupt()
+
     def close(self) -> None:
         self.con.close()
 
 
+# Sandboxes are kept for a while after use and handed to the next query over exactly the same
+# tables (names and files), store and limits: opening and locking down a DuckDB database costs
+# about 10 ms, as much as a small query. A kept sandbox is what a fresh one would be: its
+# allowed_paths are the same offered files, its views the same, its configuration locked, and
+# the one SELECT a checked query may run leaves nothing in it for the next query to find. An
+# idle one holds little memory: its views, and on local storage a cache of Parquet footers.
+_KEPT_SANDBOXES = 16
+_KEPT_SECONDS = 60.0
+_SandboxKey = tuple[Any, ...]
+
+
+class _Kept:
+    """Idle sandboxes, oldest first; at most ``_KEPT_SANDBOXES``, each for ``_KEPT_SECONDS``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._boxes: list[tuple[_SandboxKey, Sandbox, float]] = []
+
+    def take(self, key: _SandboxKey) -> Sandbox | None:
+        found, stale = None, []
+        now = time.monotonic()
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child cannot use its parent's connections
+                self._pid, self._boxes = os.getpid(), []
+            keep = []
+            for entry in self._boxes:
+                if now - entry[2] > _KEPT_SECONDS:
+                    stale.append(entry[1])
+                elif found is None and entry[0] == key:
+                    found = entry[1]
+                else:
+                    keep.append(entry)
+            self._boxes = keep
+        for box in stale:
+            box.close()
+        return found
+
+    def give(self, key: _SandboxKey, box: Sandbox) -> None:
+        with self._lock:
+            self._boxes.append((key, box, time.monotonic()))
+            extra = self._boxes[:-_KEPT_SANDBOXES]
+            del self._boxes[:-_KEPT_SANDBOXES]
+        for _, old, _ in extra:
+            old.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            boxes, self._boxes = self._boxes, []
+        for _, box, _ in boxes:
+            box.close()
+
+
+_kept = _Kept()
+
+
+def _sandbox_key(store: ObjectStore, tables: list[TableRef], threads: int, memory_limit: str) -> _SandboxKey:
+    offered = sorted((t.namespace, t.name, t.files, "" if t.files else t.schema.to_string()) for t in tables)
+    return (store.scheme, tuple(store.duckdb_setup()), threads, memory_limit, tuple(offered))
+
+
 @contextmanager
-def sandbox(store: ObjectStore, tables: list[TableRef], **kwargs: Any) -> Iterator[Sandbox]:
-    box = Sandbox(store, tables, **kwargs)
+def sandbox(
+    store: ObjectStore,
+    tables: list[TableRef],
+    *,
+    threads: int = 2,
+    memory_limit: str = "2GB",
+    timeout: float = 300.0,
+) -> Iterator[Sandbox]:
+    """A sandbox over ``tables``: a kept one if one offers exactly these, else a new one."""
+    key = _sandbox_key(store, tables, threads, memory_limit)
+    box = _kept.take(key)
+    if box is None:
+        box = Sandbox(store, tables, threads=threads, memory_limit=memory_limit, timeout=timeout)
+    box.timeout = timeout
+    reusable = False
     try:
         yield box
+        reusable = True
+    except InvalidInput:  # a refused or failed query leaves the connection as it was
+        reusable = True
+        raise
     finally:
-        box.close()
+        if reusable and not box.interrupted:
+            _kept.give(key, box)
+        else:
+            box.close()
 
 
 def table_ref(store: ObjectStore, dt: Any, name: str, namespace: str = "") -> TableRef:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from selfserve.data import datasets
 from selfserve.data.objectstore import ObjectStore
-from selfserve.data.sandbox import TableRef, check_sql, sandbox, table_ref, tables_in
+from selfserve.data.sandbox import TableRef, check_sql, sandbox
 from selfserve.errors import InvalidInput, NotFound
 from selfserve.policy import audit
 from selfserve.policy.authz import Caller, authorize
@@ -188,8 +188,7 @@ def offered_tables(
     """
     pins = pins or {}
     offered = _offered(session, proj)
-    check_sql(sql, set(offered))
-    named = tables_in(sql)
+    named = check_sql(sql, set(offered))
     refs: list[TableRef] = []
     lineage: dict[str, dict[str, Any]] = {}
     for name, (project, ds) in offered.items():
@@ -197,9 +196,9 @@ def offered_tables(
             continue
         own = project == proj.name
         v = pins.get(ds.name, ds.current_version) if own else ds.current_version
-        table = datasets.open_table(store, project, ds.name, version=v)
+        snap = datasets.snapshot(store, project, ds, v)
         namespace, _, short = name.rpartition(".")
-        refs.append(table_ref(store, table, short, namespace=namespace))
+        refs.append(TableRef(name=short, files=snap.files, schema=snap.schema, namespace=namespace))
         lineage[name] = {"project": project, "dataset": ds.name, "version": v}
     return refs, lineage
 

@@ -59,6 +59,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
                 env.delenv(key)
         env.setenv("SELFSERVE_HOME", str(tmp / "home"))
         env.setenv("SELFSERVE_CONFIG_DIR", str(tmp / "config"))
+        env.setenv("SELFSERVE_PIPELINES__ENABLED", "false")  # as in every unit test: no Prefect here
+        env.setenv("SELFSERVE_MODELS__ENABLED", "false")  # nor MLflow
         get_settings.cache_clear()
         stack.callback(get_settings.cache_clear)
         if request.param == "sqlite":

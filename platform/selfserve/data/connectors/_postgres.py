@@ -1,9 +1,16 @@
-"""``postgres``: a table or a SELECT, streamed through a server-side cursor in a read-only session."""
+"""``postgres``: a table or a SELECT, streamed with ``COPY ... TO STDOUT`` in a read-only session.
+
+The rows come as CSV, parsed by Arrow a batch at a time, with the column types the row path would
+give; values of types Arrow cannot parse are loaded by psycopg, as on the row path. The row path
+(a server-side cursor, every value through Python) remains for client encodings other than UTF-8.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -15,6 +22,7 @@ from selfserve.data.connectors._common import (
     ColumnBatcher,
     SourceConfig,
     SourceConnector,
+    convert_array,
     move_url_password,
     reveal,
     select_sql,
@@ -143,8 +151,190 @@ def _columns(description: Any) -> tuple[list[str], list[pa.DataType], list[Calla
     return names, types, converters
 
 
+def _read_rows(conn: Any, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The row path: a named (server-side) cursor, each value loaded by psycopg and converted in Python.
+
+    Used when the COPY path cannot be: Arrow reads UTF-8 only, and psycopg any client encoding.
+    """
+    with conn.cursor(name="selfserve_read") as cursor:
+        cursor.itersize = batch_rows
+        cursor.execute(query)
+        names, types, converters = _columns(cursor.description)
+        batcher = ColumnBatcher(names, types)
+        while rows := cursor.fetchmany(batch_rows):
+            columns = [[convert(row[i]) for row in rows] for i, convert in enumerate(converters)]
+            yield batcher.batch(columns)
+
+
+# Types whose COPY text Arrow's CSV reader turns into exactly the value the row path gives. Any other
+# type is read from the CSV as bytes and loaded by psycopg's own loader, as on the row path.
+_ARROW_PARSED = {"bool", "int2", "int4", "int8", "oid", "float4", "float8", "text", "varchar", "bpchar", "name", "uuid"}
+# Their text depends on DateStyle: Arrow reads the ISO style only.
+_DATETIMES = {"date", "time", "timestamp", "timestamptz"}
+_CSV_ERROR = re.compile(r"^In CSV column #(\d+): (?:CSV conversion error to \S+: )?")
+
+
+@dataclass(frozen=True)
+class _CopyColumn:
+    name: str
+    type: pa.DataType  # the column's type in the batches (as on the row path)
+    csv_type: pa.DataType  # what Arrow parses from the CSV
+    load: Callable[[Any], Any] | None = None  # psycopg's text loader, for the columns Arrow cannot parse
+    convert: Callable[[Any], Any] = _identity
+    utc: bool = False  # a timestamptz sent as UTC wall time (so Arrow needs no zone offset)
+
+
+@dataclass(frozen=True)
+class _CopyPlan:
+    """How to read a query through ``COPY (query) TO STDOUT (FORMAT csv)`` with the row path's types.
+
+    COPY streams the rows as CSV text, one row per protocol message, with no per-row work in Python
+    beyond taking the message; Arrow's CSV reader parses a batch's rows at once. PostgreSQL's CSV
+    writes NULL as an unquoted empty field and an empty string as ``""``, which the reader tells apart.
+    """
+
+    columns: tuple[_CopyColumn, ...]
+    schema: pa.Schema
+
+    @classmethod
+    def build(cls, conn: Any, description: Any) -> _CopyPlan | None:
+        """The plan for a query's columns, or None when only the row path reads it faithfully."""
+        from psycopg import adapt, pq
+        from psycopg.postgres import types as registry
+
+        if conn.info.encoding != "utf-8":
+            return None
+        iso = (conn.info.parameter_status("DateStyle") or "").startswith("ISO")
+        loaders = adapt.Transformer(conn)
+        names, types, converters = _columns(description)
+        columns = []
+        for column, name, type_, convert in zip(description, names, types, converters, strict=True):
+            info = registry.get(column.type_code)
+            # The registry answers an array's oid with its element's info: arrays are loaded by psycopg.
+            type_name = info.name if info is not None and info.oid == column.type_code else None
+            if info is None and conn.adapters.get_loader(column.type_code, pq.Format.TEXT) is None:
+                type_name = "text"  # a type psycopg does not know: the row path keeps its text too
+            native = type_name in _ARROW_PARSED or (iso and type_name in _DATETIMES)
+            if type_name == "numeric":
+                # Arrow parses decimal128 only, with 0 <= scale <= precision.
+                native = pa.types.is_float64(type_) or (
+                    pa.types.is_decimal128(type_) and 0 <= type_.scale <= type_.precision
+                )
+            if not native:
+                load = loaders.get_loader(column.type_code, pq.Format.TEXT).load
+                columns.append(_CopyColumn(name, type_, pa.binary(), load, convert))
+            elif type_name == "timestamptz":
+                columns.append(_CopyColumn(name, type_, pa.timestamp("us"), utc=True))
+            else:
+                columns.append(_CopyColumn(name, type_, type_))
+        schema = pa.schema([pa.field(n, t) for n, t in zip(names, types, strict=True)])
+        return cls(tuple(columns), schema)
+
+    def statement(self, query: str) -> str:
+        if not any(c.utc for c in self.columns):
+            return f"COPY ({query}) TO STDOUT (FORMAT csv)"
+        # Columns renamed by position (names may repeat); a subquery with ORDER BY keeps its order.
+        aliases = [f'"_c{i}"' for i in range(len(self.columns))]
+        outputs = [f"{a} AT TIME ZONE 'UTC'" if c.utc else a for a, c in zip(aliases, self.columns, strict=True)]
+        select = f"SELECT {', '.join(outputs)} FROM ({query}) AS _selfserve_c({', '.join(aliases)})"
+        return f"COPY ({select}) TO STDOUT (FORMAT csv)"
+
+    def read(self, cursor: Any, query: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Run the COPY on ``cursor`` and yield batches of ``batch_rows`` rows (the last may be shorter)."""
+        import pyarrow.csv as csv
+
+        convert = csv.ConvertOptions(
+            column_types={str(i): c.csv_type for i, c in enumerate(self.columns)},
+            null_values=[""],  # not Arrow's default list, which holds "NULL", "NA", "NaN"...
+            true_values=["t"],
+            false_values=["f"],
+            strings_can_be_null=True,  # an unquoted empty field is NULL...
+            quoted_strings_can_be_null=False,  # ...and a quoted one ("") the empty string
+        )
+        # A single-column row of NULL is an empty line.
+        parse = csv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
+        names = [str(i) for i in range(len(self.columns))]
+        conn = cursor.connection
+        with cursor.copy(self.statement(query)) as copy:
+            for block, rows in _copy_blocks(conn, copy, batch_rows):
+                options = csv.ReadOptions(column_names=names, block_size=min(len(block) + 1, 1 << 30))
+                try:
+                    table = csv.read_csv(pa.py_buffer(block), options, parse, convert)
+                except pa.ArrowInvalid as exc:
+                    raise self._invalid(exc) from None
+                del block
+                if table.num_rows != rows:
+                    raise SelfServeError(f"postgres source: parsed {table.num_rows} rows out of {rows} in COPY")
+                yield self._batch(table)
+
+    def _batch(self, table: pa.Table) -> pa.RecordBatch:
+        arrays = []
+        for column, chunked in zip(self.columns, table.columns, strict=True):
+            array = chunked.chunk(0) if chunked.num_chunks == 1 else pa.concat_arrays(chunked.chunks)
+            if column.utc:
+                array = array.cast(column.type)
+            elif column.load is not None:
+                load, convert = column.load, column.convert
+                values = [None if v is None else convert(load(v)) for v in array.to_pylist()]
+                array = convert_array(column.name, values, column.type)
+            arrays.append(array)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _invalid(self, exc: Exception) -> InvalidInput:
+        text = str(exc).strip().splitlines()[0]
+        match = _CSV_ERROR.match(text)
+        if match is None or int(match.group(1)) >= len(self.columns):
+            return InvalidInput(f"PostgreSQL sent a value the platform cannot read: {text}")
+        column = self.columns[int(match.group(1))]
+        return InvalidInput(
+            f"column {column.name!r}: a value does not fit the type {column.type}: {text[match.end() :]}"
+        )
+
+
+def _copy_blocks(conn: Any, copy: Any, rows: int) -> Iterator[tuple[bytearray, int]]:
+    """The CSV text of a running ``COPY ... TO STDOUT``, in blocks of ``rows`` rows (the last may be shorter).
+
+    Each protocol message is one row. The rows libpq already holds are taken straight from it (what
+    ``copy.read()`` costs per row would double the read); psycopg's ``copy.read()`` waits for the
+    socket when none are left. When libpq reports the end itself, the final result is collected here.
+    """
+    get, read = conn.pgconn.get_copy_data, copy.read
+    while True:
+        block = bytearray()
+        extend = block.extend
+        for count in range(rows):
+            nbytes, data = get(1)
+            if nbytes <= 0:
+                if nbytes < 0:
+                    _end_copy(conn)
+                    data = b""
+                else:  # nothing buffered: psycopg waits (and handles the end or an error if it comes)
+                    data = read()
+                if not data:
+                    if count:
+                        yield block, count
+                    return
+            extend(data)
+        yield block, rows
+
+
+def _end_copy(conn: Any) -> None:
+    """Collect the final result of a COPY whose end libpq has reported; raise its error, if any."""
+    from psycopg import errors, pq
+
+    pgconn = conn.pgconn
+    results = []
+    while (result := pgconn.get_result()) is not None:
+        results.append(result)
+    if not results:
+        message = (pgconn.error_message or b"").decode(errors="replace").strip()
+        raise errors.OperationalError(f"receiving copy data failed: {message}")
+    if results[-1].status != pq.ExecStatus.COMMAND_OK:
+        raise errors.error_from_result(results[-1], encoding=conn.info.encoding)
+
+
 class PostgresConnector(SourceConnector[PostgresConfig]):
-    """PostgreSQL through psycopg 3: a named (server-side) cursor in a READ ONLY transaction."""
+    """PostgreSQL through psycopg 3: ``COPY (query) TO STDOUT`` in a READ ONLY transaction."""
 
     # Incremental reads are ORDER BY the cursor, so a batch's last row holds its largest value.
     cursor_ordered: ClassVar[bool] = True
@@ -200,14 +390,16 @@ class PostgresConnector(SourceConnector[PostgresConfig]):
 
         with self._connect() as conn:
             query, _ = select_sql(request, quote_char='"', literal=lambda v: sql.Literal(v).as_string(conn))
-            with conn.cursor(name="selfserve_read") as cursor:
-                cursor.itersize = request.batch_rows
-                cursor.execute(query)
-                names, types, converters = _columns(cursor.description)
-                batcher = ColumnBatcher(names, types)
-                while rows := cursor.fetchmany(request.batch_rows):
-                    columns = [[convert(row[i]) for row in rows] for i, convert in enumerate(converters)]
-                    yield batcher.batch(columns)
+            with conn.cursor() as cursor:
+                # The columns, without running the query: this also reports a bad query as before.
+                cursor.execute(f"{query} LIMIT 0")
+                if not cursor.description:
+                    raise InvalidInput("the query returns no columns")
+                plan = _CopyPlan.build(conn, cursor.description)
+                if plan is not None:
+                    yield from plan.read(cursor, query, request.batch_rows)
+                    return
+            yield from _read_rows(conn, query, request.batch_rows)
 
     def _translate(self, exc: Exception) -> SelfServeError | None:
         import psycopg
