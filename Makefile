@@ -19,9 +19,14 @@ down: uv
 status: uv
 	$(UV) run selfserve status
 
+# Two passes: the tests that share the machine well run on two processes (one per core), then
+# the real stacks, the browser and the end-to-end runs one at a time (marked `serial` by conftest).
+# Both passes always run; the target fails if either did.
 test: uv
 	$(UV) sync --frozen
-	$(UV) run pytest
+	$(UV) run pytest -n 2 --dist loadfile -m "not serial"; parallel=$$?; \
+	$(UV) run pytest -m serial; serial=$$?; \
+	test $$parallel -eq 0 && test $$serial -eq 0
 
 bench: uv
 	$(UV) sync --frozen

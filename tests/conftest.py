@@ -12,6 +12,8 @@ from selfserve.settings import get_settings
 from tests.support import Platform, make_platform, postgres_database
 
 PG_ENV = "SELFSERVE_TEST_POSTGRES_URL"
+# The real Prefect-backed stack (`stack`, `pipeline_env`, `flow_dir`), started at most once per session.
+pytest_plugins = ["tests.pipeline_stack"]
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +23,10 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
             monkeypatch.delenv(key)
     monkeypatch.setenv("SELFSERVE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SELFSERVE_CONFIG_DIR", str(tmp_path / "config"))
+    # Without a Prefect server, pipelines are off; the pipeline suites turn them on against a real one.
+    monkeypatch.setenv("SELFSERVE_PIPELINES__ENABLED", "false")
+    # Likewise models: without an MLflow server they are off; the session stack turns them on.
+    monkeypatch.setenv("SELFSERVE_MODELS__ENABLED", "false")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -67,3 +73,30 @@ def sqlite_platform(tmp_path: Path) -> Iterator[Platform]:
         yield p
     finally:
         p.close()
+
+
+SERIAL_DIRS = ("e2e", "browser")
+SERIAL_FIXTURES = {"stack", "fault_stack"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what must not share the machine with other tests: the real stacks (Prefect, MLflow and
+    the worker are slow to start and sensitive to load), the browser and the end-to-end runs.
+    ``make test`` runs everything else in parallel first, then these one at a time.
+
+    A module whose subject does not depend on the metadata DB says so with ``STORE_INDEPENDENT =
+    True``: it runs on SQLite only (the store, policy and data-versioning suites run on both)."""
+    on_postgres = [
+        item
+        for item in items
+        if getattr(getattr(item, "module", None), "STORE_INDEPENDENT", False)
+        and "postgres" in getattr(getattr(item, "callspec", None), "params", {}).values()
+    ]
+    if on_postgres:
+        config.hook.pytest_deselected(items=on_postgres)
+        dropped = set(on_postgres)
+        items[:] = [item for item in items if item not in dropped]
+    for item in items:
+        parts = item.path.relative_to(Path(__file__).parent).parts
+        if parts[0] in SERIAL_DIRS or SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serial)

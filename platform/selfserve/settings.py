@@ -9,6 +9,8 @@ nothing else reads the environment.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -127,6 +129,97 @@ class ConsoleSettings(BaseModel):
     )
 
 
+class PipelinesSettings(BaseModel):
+    enabled: bool = Field(True, description="Run flows with Prefect; off, pipeline routes answer 503.")
+    prefect_port: int = Field(8702, ge=0, le=65535, description="Port of the embedded Prefect server (127.0.0.1 only).")
+    worker_port: int = Field(8703, ge=0, le=65535, description="Health port of the platform's worker (127.0.0.1).")
+    prefect_url: str | None = Field(
+        None, description="Prefect API URL (ends in /api); default the embedded server on prefect_port."
+    )
+    prefect_auth: SecretStr | None = Field(
+        None, description="Prefect's auth string (user:password); default derived from the secret key."
+    )
+    runner_api_url: str | None = Field(
+        None, description="URL runs use to reach the API; default the API's own address."
+    )
+    worker_query_seconds: float = Field(1.0, gt=0, description="How often the worker asks Prefect for due runs.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a run's launcher reports it is alive.")
+    lost_after: float = Field(
+        30.0, gt=0, description="Seconds without a heartbeat after which a running run is marked crashed."
+    )
+    max_run_time: str = Field("24h", description="Longest a run may take when its deployment sets no timeout.")
+    check_timeout: float = Field(120.0, gt=0, description="Seconds the import check of deployed code may take.")
+    max_code_bytes: int = Field(20 * 2**20, gt=0, description="Largest flow code upload (zipped).")
+    flows_dir: Path = Field(SOURCE_ROOT / "flows", description="The built-in flows.")
+    uv: str = Field("uv", description="The uv executable that builds environments for --requirements.")
+    env_build_timeout: float = Field(600.0, gt=0, description="Seconds an environment build may take.")
+
+    @field_validator("max_run_time")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if parse_duration(v) <= 0:
+            raise ValueError(f"must be longer than zero: {v!r}")
+        return v
+
+
+class ModelsSettings(BaseModel):
+    enabled: bool = Field(True, description="Track experiments and models with MLflow; off, model routes answer 503.")
+    mlflow_port: int = Field(8704, ge=0, le=65535, description="Port of the embedded MLflow server.")
+    mlflow_host: str = Field(
+        "127.0.0.1", description="Address the MLflow server binds: 127.0.0.1 embedded; 0.0.0.0 in a container."
+    )
+    mlflow_url: str | None = Field(
+        None, description="URL the platform reaches MLflow at; default the embedded server on mlflow_port."
+    )
+    public_url: str | None = Field(
+        None, description="Tracking URI handed to users and runs (MLFLOW_TRACKING_URI); default mlflow_url."
+    )
+    mlflow_admin_password: SecretStr | None = Field(
+        None,
+        description="Password of MLflow's admin account, held by the platform only; default derived from the "
+        "secret key. Set at the server's first start only (later changes need MLflow's update-password).",
+    )
+    server_secret_key: SecretStr | None = Field(
+        None, description="Flask session key of the MLflow server; default derived from the secret key."
+    )
+    backend_store_uri: str | None = Field(
+        None, description="MLflow's tracking and registry database; default sqlite:///<home>/mlflow/mlflow.db."
+    )
+    auth_database_uri: str | None = Field(
+        None, description="MLflow's users-and-grants database; default sqlite:///<home>/mlflow/auth.db."
+    )
+    artifacts_destination: str | None = Field(
+        None,
+        description="Where MLflow keeps artifacts; default <storage root>/mlflow-artifacts "
+        "(a directory, or s3://bucket/prefix/mlflow-artifacts with the storage's S3 keys and endpoint).",
+    )
+    allowed_hosts: str | None = Field(
+        None, description="MLflow's --allowed-hosts (Host headers it answers); default localhost and private IPs."
+    )
+    auth_cache_ttl_seconds: int = Field(
+        5,
+        ge=0,
+        le=300,
+        description="Seconds MLflow caches a checked password (0: off). Grants are read on every request; "
+        "password changes and deleted users take effect at once on the one worker.",
+    )
+    request_timeout: float = Field(30.0, gt=0, description="Seconds one call of the platform to MLflow may take.")
+
+    @field_validator("mlflow_url", "public_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError(f"must be an http(s) URL: {v!r}")
+        return v
+
+    @field_validator("artifacts_destination")
+    @classmethod
+    def _artifacts(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v and not v.startswith(("s3://", "file://")):
+            raise ValueError(f"must be a directory or an s3:// URI: {v!r}")
+        return v
+
+
 class SecuritySettings(BaseModel):
     session_ttl: str = Field("12h", description="Lifetime of tokens issued at login.")
     max_token_ttl: str = Field("365d", description="Longest lifetime an API token may ask for.")
@@ -176,6 +269,8 @@ class Settings(BaseSettings):
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)  # type: ignore[arg-type]
     data: DataSettings = Field(default_factory=DataSettings)  # type: ignore[arg-type]
     platform: PlatformSettings = Field(default_factory=PlatformSettings)  # type: ignore[arg-type]
+    pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)  # type: ignore[arg-type]
+    models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
     quotas: dict[str, str | int | float] = Field(
         default_factory=dict, description="Quotas every new project starts with, by resource."
     )
@@ -209,6 +304,71 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def prefect_url(self) -> str:
+        return self.pipelines.prefect_url or f"http://127.0.0.1:{self.pipelines.prefect_port}/api"
+
+    @property
+    def runner_api_url(self) -> str:
+        if self.pipelines.runner_api_url:
+            return self.pipelines.runner_api_url
+        host = self.server.host if self.server.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.server.api_port}"
+
+    def derived_secret(self, purpose: str) -> str:
+        """A secret for one internal purpose, derived from the secret key (stable across restarts)."""
+        key = self.resolved_secret_key().encode()
+        return hmac.new(key, f"selfserve:{purpose}".encode(), hashlib.sha256).hexdigest()
+
+    def prefect_auth_string(self) -> str:
+        """Prefect's ``user:password``; held by the platform's own processes only."""
+        if self.pipelines.prefect_auth is not None:
+            return self.pipelines.prefect_auth.get_secret_value()
+        return "selfserve:" + self.derived_secret("prefect")
+
+    @property
+    def mlflow_url(self) -> str:
+        return (self.models.mlflow_url or f"http://127.0.0.1:{self.models.mlflow_port}").rstrip("/")
+
+    @property
+    def mlflow_public_url(self) -> str:
+        """The tracking URI users and runs get."""
+        return (self.models.public_url or self.mlflow_url).rstrip("/")
+
+    def mlflow_admin_password(self) -> str:
+        """The password of MLflow's admin account; held by the platform's own processes only."""
+        if self.models.mlflow_admin_password is not None:
+            return self.models.mlflow_admin_password.get_secret_value()
+        return self.derived_secret("mlflow-admin")
+
+    def mlflow_server_secret_key(self) -> str:
+        """The MLflow server's Flask session key."""
+        if self.models.server_secret_key is not None:
+            return self.models.server_secret_key.get_secret_value()
+        return self.derived_secret("mlflow-flask")
+
+    @property
+    def mlflow_backend_store_uri(self) -> str:
+        return self.models.backend_store_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_auth_database_uri(self) -> str:
+        return self.models.auth_database_uri or f"sqlite:///{self.home / 'mlflow' / 'auth.db'}"
+
+    @property
+    def mlflow_artifacts_destination(self) -> str:
+        """Where MLflow keeps artifacts: next to the projects in the platform's storage root."""
+        if self.models.artifacts_destination:
+            return self.models.artifacts_destination
+        root = self.storage.url or str(self.home / "storage")
+        if root.startswith("s3://"):
+            return root.rstrip("/") + "/mlflow-artifacts"
+        return str(Path(root.removeprefix("file://")).expanduser().resolve() / "mlflow-artifacts")
+
+    def runner_key(self) -> str:
+        """The key launchers present to the API's runner endpoints."""
+        return self.derived_secret("runner")
 
     def resolved_secret_key(self) -> str:
         """The encryption key: the configured one, or in embedded mode one generated under home.

@@ -14,7 +14,7 @@ import streamlit as st
 
 from selfserve import schemas
 from selfserve.client import Client
-from selfserve.errors import SelfServeError, Unauthenticated
+from selfserve.errors import SelfServeError, ServiceUnavailable, Unauthenticated
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -134,6 +134,24 @@ def load(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         st.stop()
 
 
+def load_service(unavailable: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Like :func:`load`, for a platform service that may be switched off or down.
+
+    Its 503 (:class:`selfserve.errors.ServiceUnavailable`) is no failure of the page: the page says
+    ``unavailable`` and the server's reason, as information, and stops there.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except ServiceUnavailable as e:
+        st.info(f"{unavailable}\n\nThe platform says: {e.message}", icon=":material/power_off:")
+        st.stop()
+    except Unauthenticated as e:
+        _session_ended(e)
+    except SelfServeError as e:
+        st.error(e.message, icon=":material/error:")
+        st.stop()
+
+
 def _session_ended(e: Unauthenticated) -> NoReturn:
     c = _forget()
     if c is not None:
@@ -233,3 +251,16 @@ def amount(value: float, unit: str) -> str:
     if unit == "cores":
         return f"{value:g} cores"
     return f"{value:g}"
+
+
+def duration(seconds: float | None) -> str:
+    """``"12.3 s"``, ``"4m 05s"``, ``"2h 07m"``; empty for a duration not known (yet)."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"

@@ -166,7 +166,9 @@ def test_up_status_down_and_up_again(platform: Platform) -> None:
     assert "demo: project demo: already there" in r.stdout
     assert json.loads(platform.ok("status", "--json").stdout)["healthy"]
     again = platform.ok("demo").stdout.splitlines()
-    assert again[0] == "demo: project demo: already there" and all(line.endswith(": already there") for line in again)
+    # A step this machine cannot take (pipelines off, or no file root for the demo's data) says why it skipped.
+    assert again[0] == "demo: project demo: already there"
+    assert all(line.endswith(": already there") or ": skipped (" in line for line in again), again
     assert "demo: product demo/customer-features: already there" in again
 
 

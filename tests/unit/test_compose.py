@@ -4,9 +4,12 @@ No container engine runs on the machines this project builds and tests on, so no
 container or pulls an image. The files are parsed and held to the rules the deployment relies on:
 health-gated start order, pinned images, required secrets, one internal network, ports published on
 127.0.0.1 by the API and the console only, non-root images built from the lock. The environment that
-compose would hand to the API and the console is interpolated the way compose does it (from
-``config/.env.example`` with its empty secrets filled in) and fed through the real settings classes,
-so a misspelt or missing ``SELFSERVE_*`` variable fails here rather than in a container.
+compose would hand to the API, the console and the pipeline worker is interpolated the way compose
+does it (from ``config/.env.example`` with its empty secrets filled in) and fed through the real
+settings classes, so a misspelt or missing ``SELFSERVE_*`` variable fails here rather than in a container.
+The Prefect server and the worker run the api image; they must agree with the API on Prefect's URL and
+auth string, the runner key (derived from the secret key), storage and the home volume. So does MLflow,
+which must agree with the API on its admin password and with the storage on its artifacts' bucket.
 """
 
 from __future__ import annotations
@@ -40,10 +43,15 @@ SECRETS = {
     "MINIO_ROOT_PASSWORD",
     "SELFSERVE_SECRET_KEY",
     "SELFSERVE_ADMIN_PASSWORD",
+    "PREFECT_AUTH_PASSWORD",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|(^|_)KEY(_|$)|ROOT_USER")
 
-PUBLISHED = {"api", "console"}
+PUBLISHED = {"api", "console", "mlflow"}
+# Services with a Dockerfile of their own; the others that build run the api image with another command.
+OWN_DOCKERFILE = {"api", "console"}
+# Services that run the api image with another command (built from the api's Dockerfile).
+API_IMAGE = {"prefect-server", "prefect-worker", "mlflow"}
 API_NEEDS = {
     "SELFSERVE_MODE",
     "SELFSERVE_HOME",
@@ -52,8 +60,34 @@ API_NEEDS = {
     "SELFSERVE_PLATFORM__ADMIN_PASSWORD",
     "SELFSERVE_SERVER__HOST",
     "SELFSERVE_SERVER__API_PORT",
+    "SELFSERVE_PIPELINES__PREFECT_URL",
+    "SELFSERVE_PIPELINES__PREFECT_AUTH",
+    "SELFSERVE_PIPELINES__RUNNER_API_URL",
 }
 CONSOLE_NEEDS = {"SELFSERVE_URL"}
+WORKER_NEEDS = {
+    "SELFSERVE_MODE",
+    "SELFSERVE_HOME",
+    "SELFSERVE_SECRET_KEY",
+    "SELFSERVE_PIPELINES__PREFECT_URL",
+    "SELFSERVE_PIPELINES__PREFECT_AUTH",
+    "SELFSERVE_PIPELINES__RUNNER_API_URL",
+    "SELFSERVE_PIPELINES__WORKER_PORT",
+    "SELFSERVE_STORAGE__URL",
+    "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
+}
+# Prefect's own variables the worker may set; every other worker variable must be a platform setting.
+WORKER_PREFECT_VARS = {
+    "PREFECT_API_URL",
+    "PREFECT_API_AUTH_STRING",
+    "PREFECT_HOME",
+    "PREFECT_WORKER_QUERY_SECONDS",
+    "PREFECT_WORKER_PREFETCH_SECONDS",
+    "PREFECT_SERVER_ANALYTICS_ENABLED",
+}
+PREFECT_HEALTH_PATH = "/api/health"
+WORKER_HEALTH_PATH = "/health"
 API_HEALTH_PATH = "/api/v1/health"
 CONSOLE_HEALTH_PATH = "/_stcore/health"
 # An exact version: 16.15, 3.11.15, v1.2.3 (optionally with a variant like -alpine), or a MinIO release stamp.
@@ -357,9 +391,19 @@ def test_compose_parses_with_only_known_top_level_keys() -> None:
     known = {"name", "services", "networks", "volumes", "configs", "secrets", "include"}
     unknown = {k for k in raw_compose() if k not in known and not str(k).startswith("x-")}
     assert not unknown, f"compose.yaml has unknown top-level keys {sorted(unknown)} (the 'version' key is obsolete)"
-    assert {"postgres", "minio", "minio-init", "api", "console"} <= set(services()), (
-        f"compose.yaml must run postgres, minio, minio-init, api and console; it has {sorted(services())}"
-    )
+    needed = {
+        "postgres",
+        "minio",
+        "minio-init",
+        "prefect-db-init",
+        "prefect-server",
+        "api",
+        "prefect-worker",
+        "mlflow-db-init",
+        "mlflow",
+        "console",
+    }
+    assert needed <= set(services()), f"compose.yaml must run {sorted(needed)}; it has {sorted(services())}"
 
 
 def test_every_long_running_service_has_a_healthcheck() -> None:
@@ -503,10 +547,24 @@ def test_api_environment_is_real_settings_with_what_the_api_needs(monkeypatch: p
     ], "the api's S3 keys differ from minio's"
 
 
+def volume_mounts(service: str) -> dict[str, str]:
+    """Container path -> named volume (or host path) of ``service``'s mounts."""
+    mounts = {}
+    for v in services()[service].get("volumes", []):
+        if isinstance(v, str):
+            source, target = v.split(":")[:2]
+        else:
+            source, target = v.get("source", ""), v["target"]
+        mounts[target] = source
+    return mounts
+
+
 def test_api_state_lives_on_a_volume() -> None:
     home = environment("api")["SELFSERVE_HOME"]
-    targets = [str(v).split(":")[1] if isinstance(v, str) else v.get("target") for v in services()["api"]["volumes"]]
-    assert home in targets, f"SELFSERVE_HOME ({home}) is not a volume: the api's state would die with its container"
+    assert home in volume_mounts("api"), (
+        f"SELFSERVE_HOME ({home}) is not a volume: the api's state would die with its container"
+    )
+    assert volume_mounts("api")[home] in (raw_compose().get("volumes") or {}), "the api's home must be a named volume"
 
 
 def test_console_environment_points_at_the_api_and_holds_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -530,6 +588,143 @@ def test_console_environment_points_at_the_api_and_holds_no_secrets(monkeypatch:
     )
 
 
+# --- pipelines: the Prefect server and the platform's worker -----------------------------------------------------
+
+
+def command(service: str) -> list[str]:
+    argv = compose()["services"][service].get("command")
+    assert isinstance(argv, list), f"{service}: command must be an exec-form list, not {argv!r}"
+    return [str(a) for a in argv]
+
+
+def prefect_port() -> str:
+    """The port the Prefect server listens on: its command says."""
+    argv = command("prefect-server")
+    assert argv[:3] == ["prefect", "server", "start"], f"prefect-server must run `prefect server start`, not {argv}"
+    assert argv[argv.index("--host") + 1] == "0.0.0.0", "prefect-server must listen on 0.0.0.0 for the other containers"
+    return argv[argv.index("--port") + 1]
+
+
+def created_database() -> str:
+    """The database prefect-db-init creates."""
+    script = " ".join(command("prefect-db-init"))
+    found = re.search(r"CREATE DATABASE (\w+)", script)
+    assert found, f"prefect-db-init must CREATE DATABASE for Prefect: {script!r}"
+    assert f"datname = '{found.group(1)}'" in script, "prefect-db-init must skip an existing database (safe to rerun)"
+    return found.group(1)
+
+
+def worker_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in environment("prefect-worker").items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_prefect_runs_on_its_own_database_in_the_platform_postgres() -> None:
+    env = environment("prefect-server")
+    url = make_url(env.get("PREFECT_API_DATABASE_CONNECTION_URL", "sqlite://"))
+    assert url.drivername == "postgresql+asyncpg", f"Prefect's database URL must use postgresql+asyncpg: {url}"
+    pg = environment("postgres")
+    assert (url.host, url.port or 5432, url.username, url.password) == (
+        "postgres",
+        5432,
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+    ), "Prefect must reach the postgres service as its user"
+    assert url.database == created_database(), (
+        f"Prefect's database {url.database!r} is not the one prefect-db-init makes"
+    )
+    assert url.database != pg["POSTGRES_DB"], "Prefect must not share the platform's metadata database"
+    init = compose()["services"]["prefect-db-init"]
+    assert init["image"] == compose()["services"]["postgres"]["image"], "prefect-db-init must use the postgres image"
+    init_env = environment("prefect-db-init")
+    assert (init_env["PGHOST"], init_env["PGUSER"], init_env["PGPASSWORD"]) == (
+        "postgres",
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+    ), "prefect-db-init must log in to the postgres service as its user"
+    deps = services()["prefect-server"]["depends_on"]
+    assert deps.get("prefect-db-init", {}).get("condition") == "service_completed_successfully", (
+        "prefect-server must wait for its database to exist"
+    )
+    assert env.get("PREFECT_SERVER_ANALYTICS_ENABLED") == "false", "Prefect's analytics must be off"
+    assert env.get("PREFECT_UI_ENABLED") == "false", "Prefect's UI must be off: users never reach Prefect"
+
+
+def test_api_and_worker_reach_prefect_with_its_auth_string(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = environment("prefect-server").get("PREFECT_SERVER_API_AUTH_STRING", "")
+    user, _, password = auth.partition(":")
+    assert user and password == filled_env()["PREFECT_AUTH_PASSWORD"], (
+        "prefect-server's PREFECT_SERVER_API_AUTH_STRING must be user:${PREFECT_AUTH_PASSWORD}"
+    )
+    expected_url = f"http://prefect-server:{prefect_port()}/api"
+    for service in ("api", "prefect-worker"):
+        for key, value in environment(service).items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()
+        assert settings.prefect_url == expected_url, f"{service} reaches Prefect at {settings.prefect_url}"
+        assert settings.prefect_auth_string() == auth, f"{service}'s Prefect auth string is not prefect-server's"
+        for key in environment(service):
+            monkeypatch.delenv(key)
+    worker = environment("prefect-worker")
+    assert worker["PREFECT_API_URL"] == expected_url, "the worker's Prefect workers must reach the same server"
+    assert worker["PREFECT_API_AUTH_STRING"] == auth, "the worker's Prefect workers must use the same auth string"
+    assert services()["api"]["depends_on"].get("prefect-server", {}).get("condition") == "service_healthy", (
+        "the api must wait for a healthy Prefect server"
+    )
+
+
+def test_worker_environment_is_real_settings_shared_with_the_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = environment("prefect-worker")
+    missing = WORKER_NEEDS - set(env)
+    assert not missing, f"the prefect-worker service does not set {sorted(missing)}"
+    settings = worker_settings(monkeypatch)
+    for key, value in env.items():
+        if key in WORKER_PREFECT_VARS:
+            continue
+        assert key.startswith("SELFSERVE_"), f"the worker gets {key}, which no platform setting or Prefect reads"
+        path = setting_path(Settings, key)
+        assert setting_value(settings, path) == value, f"worker: {key}={value!r} does not land in settings"
+    assert "SELFSERVE_DATABASE__URL" not in env, "the worker talks to the API and Prefect only: no metadata DB access"
+    assert command("prefect-worker") == ["python", "-m", "selfserve.pipelines.worker"], (
+        "prefect-worker must run `python -m selfserve.pipelines.worker`"
+    )
+
+    assert settings.mode == "compose", "the worker must run with SELFSERVE_MODE=compose"
+    api = environment("api")
+    # Launchers prove themselves to the API with a key derived from the secret key.
+    assert settings.resolved_secret_key() == api["SELFSERVE_SECRET_KEY"], "the worker's secret key is not the api's"
+    api_url = f"http://api:{api['SELFSERVE_SERVER__API_PORT']}"
+    assert settings.runner_api_url == api_url, f"launchers must reach the API at {api_url}"
+    assert api["SELFSERVE_PIPELINES__RUNNER_API_URL"] == api_url, (
+        f"the api hands runs its own URL: it must be {api_url} (reachable from the worker's container)"
+    )
+    for key in ("URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "S3_REGION"):
+        assert env.get(f"SELFSERVE_STORAGE__{key}") == api.get(f"SELFSERVE_STORAGE__{key}"), (
+            f"launchers read run code from the api's storage: SELFSERVE_STORAGE__{key} differs"
+        )
+
+    # Environments the api builds and the runs' working directories live under home, on one volume.
+    assert env["SELFSERVE_HOME"] == api["SELFSERVE_HOME"], "the worker's home must be the api's"
+    home = env["SELFSERVE_HOME"]
+    assert volume_mounts("prefect-worker").get(home) == volume_mounts("api")[home], (
+        f"the worker must mount the api's home volume at {home}"
+    )
+    deps = services()["prefect-worker"]["depends_on"]
+    for target in ("prefect-server", "api"):
+        assert deps.get(target, {}).get("condition") == "service_healthy", f"the worker must wait for {target}"
+
+
+def test_prefect_and_the_worker_are_never_published() -> None:
+    for name in ("prefect-server", "prefect-worker", "prefect-db-init"):
+        svc = services()[name]
+        assert not svc.get("ports") and not svc.get("expose"), f"{name} must not publish or expose ports"
+        internal = {n for n, spec in (raw_compose().get("networks") or {}).items() if (spec or {}).get("internal")}
+        assert set(svc["networks"]) == internal, f"{name} must be on the internal network only"
+    console = environment("console")
+    assert not any("prefect" in v.lower() for v in console.values()), "the console must know nothing of Prefect"
+
+
 def test_healthchecks_probe_the_ports_the_services_listen_on() -> None:
     api_port = environment("api")["SELFSERVE_SERVER__API_PORT"]
     assert f":{api_port}{API_HEALTH_PATH}" in healthcheck_text("api"), (
@@ -538,14 +733,25 @@ def test_healthchecks_probe_the_ports_the_services_listen_on() -> None:
     assert f":{console_port()}{CONSOLE_HEALTH_PATH}" in healthcheck_text("console"), (
         f"the console healthcheck must probe :{console_port()}{CONSOLE_HEALTH_PATH}"
     )
+    assert f":{prefect_port()}{PREFECT_HEALTH_PATH}" in healthcheck_text("prefect-server"), (
+        f"the prefect-server healthcheck must probe :{prefect_port()}{PREFECT_HEALTH_PATH}"
+    )
+    worker_port = environment("prefect-worker")["SELFSERVE_PIPELINES__WORKER_PORT"]
+    assert f"127.0.0.1:{worker_port}{WORKER_HEALTH_PATH}" in healthcheck_text("prefect-worker"), (
+        f"the prefect-worker healthcheck must probe 127.0.0.1:{worker_port}{WORKER_HEALTH_PATH} (it binds 127.0.0.1)"
+    )
     assert "mc ready local" in healthcheck_text("minio"), "minio's healthcheck must be `mc ready local`"
     assert "pg_isready" in healthcheck_text("postgres"), "postgres's healthcheck must use pg_isready"
 
 
-def test_only_the_api_and_console_publish_ports_on_localhost() -> None:
+def test_only_the_api_console_and_mlflow_publish_ports_on_localhost() -> None:
     publishing = {name for name, svc in services().items() if svc.get("ports")}
     assert publishing == PUBLISHED, f"only {sorted(PUBLISHED)} may publish ports; these do: {sorted(publishing)}"
-    listening = {"api": environment("api")["SELFSERVE_SERVER__API_PORT"], "console": console_port()}
+    listening = {
+        "api": environment("api")["SELFSERVE_SERVER__API_PORT"],
+        "console": console_port(),
+        "mlflow": mlflow_port(),
+    }
     for name in sorted(PUBLISHED):
         ports = published_ports(name)
         assert len(ports) == 1, f"{name} must publish exactly one port, not {ports}"
@@ -579,16 +785,112 @@ def test_one_internal_network_for_all_and_another_only_for_published_services() 
         )
 
 
+# --- models: the MLflow server ----------------------------------------------------------------------------------
+
+
+def mlflow_port() -> str:
+    """The port MLflow listens on in its container (its settings say)."""
+    return environment("mlflow")["SELFSERVE_MODELS__MLFLOW_PORT"]
+
+
+def mlflow_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in environment("mlflow").items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def created_databases(service: str) -> set[str]:
+    script = " ".join(command(service))
+    return set(re.findall(r"for db in ([\w ]+); do", script)[0].split()) if "for db in" in script else set()
+
+
+def test_mlflow_runs_the_tracking_server_under_basic_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfserve.ml import server
+
+    env = environment("mlflow")
+    assert command("mlflow") == ["python", "-m", "selfserve.ml.server"], (
+        "mlflow must run `python -m selfserve.ml.server`"
+    )
+    for key in env:
+        assert key.startswith("SELFSERVE_"), f"mlflow gets {key}, which no platform setting reads"
+    settings = mlflow_settings(monkeypatch)
+    for key, value in env.items():
+        assert setting_value(settings, setting_path(Settings, key)) == value, f"mlflow: {key}={value!r} is lost"
+    assert settings.mode == "compose" and settings.models.mlflow_host == "0.0.0.0"
+    # The server needs no platform key: its secrets come whole from .env, never derived.
+    assert "SELFSERVE_SECRET_KEY" not in env and "SELFSERVE_DATABASE__URL" not in env
+    argv = server.command(settings)
+    assert argv[argv.index("--app-name") + 1] == "basic-auth" and argv[argv.index("--workers") + 1] == "1"
+    server_env = server.environment(settings)  # resolves every secret: fails if one would be derived
+    assert server_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == filled_env()["MLFLOW_ADMIN_PASSWORD"]
+    assert server_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == filled_env()["MLFLOW_SERVER_SECRET_KEY"]
+    assert server_env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert f"127.0.0.1:{mlflow_port()}/health" in healthcheck_text("mlflow"), "the healthcheck must probe /health"
+    hosts = (settings.models.allowed_hosts or "").split(",")
+    assert f"mlflow:{mlflow_port()}" in hosts, "MLflow must answer the other containers (Host: mlflow:<port>)"
+    published = published_ports("mlflow")[0]
+    assert f"127.0.0.1:{published[1]}" in hosts, "MLflow must answer its published address"
+
+
+def test_mlflow_keeps_its_data_in_its_own_databases_and_the_platform_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = mlflow_settings(monkeypatch)
+    pg = environment("postgres")
+    databases = set()
+    for uri in (settings.mlflow_backend_store_uri, settings.mlflow_auth_database_uri):
+        url = make_url(uri)
+        assert url.drivername == "postgresql+psycopg", f"MLflow's database URL must use postgresql+psycopg: {url}"
+        assert (url.host, url.username, url.password) == ("postgres", pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"])
+        databases.add(url.database)
+    assert len(databases) == 2, "tracking and auth each need their own database (both keep an alembic_version)"
+    assert databases == created_databases("mlflow-db-init"), "mlflow-db-init must create MLflow's databases"
+    assert not databases & {pg["POSTGRES_DB"], created_database()}, "MLflow must not share another database"
+    assert "datname = '$db'" in " ".join(command("mlflow-db-init")), "mlflow-db-init must skip existing databases"
+    deps = services()["mlflow"]["depends_on"]
+    assert deps["mlflow-db-init"]["condition"] == "service_completed_successfully"
+    assert deps["minio-init"]["condition"] == "service_completed_successfully"
+
+    api = environment("api")
+    assert settings.mlflow_artifacts_destination == f"{api['SELFSERVE_STORAGE__URL']}/mlflow-artifacts"
+    for key in ("URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "S3_REGION"):
+        assert environment("mlflow")[f"SELFSERVE_STORAGE__{key}"] == api[f"SELFSERVE_STORAGE__{key}"], (
+            f"MLflow keeps artifacts in the api's storage: SELFSERVE_STORAGE__{key} differs"
+        )
+
+
+def test_the_api_administers_mlflow_and_hands_out_its_public_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow_admin = mlflow_settings(monkeypatch).mlflow_admin_password()
+    for key in environment("mlflow"):
+        monkeypatch.delenv(key)
+    monkeypatch.delenv("SELFSERVE_MODELS__ENABLED", raising=False)  # the unit suite's; compose keeps the default
+    for key, value in environment("api").items():
+        monkeypatch.setenv(key, value)
+    api = Settings()
+    assert api.models.enabled
+    assert api.mlflow_url == f"http://mlflow:{mlflow_port()}", "the api (and the runs) must reach MLflow's service"
+    assert api.mlflow_admin_password() == mlflow_admin, "the api must hold MLflow's admin password"
+    host_ip, host_port, _ = published_ports("mlflow")[0]
+    assert api.mlflow_public_url == f"http://{host_ip}:{host_port}", "users must get MLflow's published address"
+    assert services()["api"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    assert "mlflow" not in " ".join(environment("prefect-worker")).lower(), "runs get MLflow access from the api only"
+    assert not any("mlflow" in v.lower() for v in environment("console").values()), "the console knows no MLflow"
+
+
 # --- Dockerfiles and .dockerignore -------------------------------------------------------------------------------
 
 
 def test_every_build_has_a_dockerfile() -> None:
-    assert set(build_services()) == PUBLISHED, f"api and console are the built services, not {sorted(build_services())}"
+    assert set(build_services()) == OWN_DOCKERFILE | API_IMAGE, (
+        f"api and console (and {sorted(API_IMAGE)} from the api's Dockerfile) are the built services, "
+        f"not {sorted(build_services())}"
+    )
     for name in build_services():
         dockerfile(name)
+    for name in API_IMAGE:
+        assert build_services()[name] == build_services()["api"], f"{name} must run the api image (its Dockerfile)"
+        assert services()[name]["build"] == services()["api"]["build"], f"{name} must build exactly as the api does"
 
 
-@pytest.mark.parametrize("service", sorted(PUBLISHED))
+@pytest.mark.parametrize("service", sorted(OWN_DOCKERFILE))
 def test_dockerfile_pins_its_base_images(service: str) -> None:
     df = dockerfile(service)
     stages: set[str] = set()
@@ -614,7 +916,7 @@ def test_dockerfile_pins_its_base_images(service: str) -> None:
     )
 
 
-@pytest.mark.parametrize("service", sorted(PUBLISHED))
+@pytest.mark.parametrize("service", sorted(OWN_DOCKERFILE))
 def test_dockerfile_installs_from_the_lock_dependencies_first(service: str) -> None:
     df = dockerfile(service)
     syncs = [(i, args) for i, (kw, args) in enumerate(df.instructions) if kw == "RUN" and "uv sync" in args]
@@ -634,7 +936,7 @@ def test_dockerfile_installs_from_the_lock_dependencies_first(service: str) -> N
     )
 
 
-@pytest.mark.parametrize("service", sorted(PUBLISHED))
+@pytest.mark.parametrize("service", sorted(OWN_DOCKERFILE))
 def test_dockerfile_runs_as_a_non_root_user(service: str) -> None:
     df = dockerfile(service)
     users = df.all("USER")
@@ -646,7 +948,7 @@ def test_dockerfile_runs_as_a_non_root_user(service: str) -> None:
     assert last_user < last_cmd, f"{service} Dockerfile: USER must come before CMD"
 
 
-@pytest.mark.parametrize("service", sorted(PUBLISHED))
+@pytest.mark.parametrize("service", sorted(OWN_DOCKERFILE))
 def test_dockerfile_exposes_checks_and_runs_the_service(service: str) -> None:
     df = dockerfile(service)
     port = environment("api")["SELFSERVE_SERVER__API_PORT"] if service == "api" else console_port()
@@ -665,7 +967,7 @@ def test_dockerfile_exposes_checks_and_runs_the_service(service: str) -> None:
         assert argv[argv.index("--server.headless") + 1] == "true", "the console must run headless"
 
 
-@pytest.mark.parametrize("service", sorted(PUBLISHED))
+@pytest.mark.parametrize("service", sorted(OWN_DOCKERFILE))
 def test_dockerfile_copies_only_what_exists_in_the_build_context(service: str) -> None:
     df = dockerfile(service)
     for args in df.all("COPY"):
@@ -675,6 +977,15 @@ def test_dockerfile_copies_only_what_exists_in_the_build_context(service: str) -
         for source in sources:
             assert (REPO / source).exists(), f"{service} Dockerfile copies {source}, which does not exist"
             assert not dockerignored(source), f"{service} Dockerfile copies {source}, but .dockerignore excludes it"
+
+
+def test_the_api_image_carries_the_built_in_flows() -> None:
+    # settings.pipelines.flows_dir is <source root>/flows: next to platform/ in the image.
+    copies = {tuple(w for w in args.split() if not w.startswith("--")) for args in dockerfile("api").all("COPY")}
+    assert ("platform", "./platform") in copies, "the api Dockerfile must copy platform to ./platform"
+    assert ("flows", "./flows") in copies, (
+        "the api Dockerfile must copy flows to ./flows: the api deploys the built-in flows from there"
+    )
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out() -> None:

@@ -19,7 +19,7 @@ app = typer.Typer(
 
 # Modules whose commands sit at the top level (``selfserve up``, ``selfserve login``): each has
 # ``register(app)``.
-TOP_LEVEL = ["runtime", "auth", "ingest", "transform"]
+TOP_LEVEL = ["runtime", "auth", "ingest", "transform", "train"]
 
 # (module, command name) for nouns with sub-commands (``selfserve project create``); order is --help's.
 NOUNS = [
@@ -33,6 +33,11 @@ NOUNS = [
     ("source", "source"),
     ("dataset", "dataset"),
     ("product", "product"),
+    ("flow", "flow"),
+    ("run", "run"),
+    ("mlflow", "mlflow"),
+    ("experiment", "experiment"),
+    ("model", "model"),
 ]
 
 

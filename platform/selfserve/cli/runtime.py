@@ -14,7 +14,8 @@ def up(
         None, "--console-port", help="Port of the console (setting server.console_port)."
     ),
     no_demo: bool = typer.Option(False, "--no-demo", help="Do not create the demo content."),
-    timeout: float = typer.Option(60.0, "--timeout", min=1, help="Seconds the services may take to become healthy."),
+    # A first start creates Prefect's and MLflow's databases side by side: over a minute on two busy cores.
+    timeout: float = typer.Option(180.0, "--timeout", min=1, help="Seconds the services may take to become healthy."),
 ) -> None:
     """Start the platform on this machine (API and console) and wait until it is healthy."""
     from selfserve import runtime

@@ -1,14 +1,23 @@
-"""``selfserve transform``: DuckDB SQL or a Polars function over a project's datasets, into a new version."""
+"""``selfserve transform``: DuckDB SQL or a Polars function over a project's datasets, into a new version,
+now or on a schedule."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from selfserve.cli._common import JsonOpt, client, handle_errors, parse_pairs
 from selfserve.cli.dataset import EvolveOpt, Mode, NoWaitOpt, OverwriteOpt, TimeoutOpt, report_job
+from selfserve.cli.flow import (
+    ScheduleIntervalOpt,
+    ScheduleOpt,
+    check_schedule_options,
+    deploy_scheduled,
+    schedule_name_option,
+)
 
 
 def _read(option: str, path: str) -> str:
@@ -33,6 +42,8 @@ InputsOpt = typer.Option(
     help="Polars: the dataset (version) for an argument (repeatable; default: the dataset named like it).",
 )
 
+ScheduleNameOpt = schedule_name_option("transform")
+
 
 @handle_errors
 def transform(
@@ -56,25 +67,37 @@ def transform(
     evolve: bool = EvolveOpt,
     no_wait: bool = NoWaitOpt,
     timeout: float = TimeoutOpt,
+    schedule: str | None = ScheduleOpt,
+    interval: str | None = ScheduleIntervalOpt,
+    name: str | None = ScheduleNameOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Compute a new version of a dataset from others; its lineage records the input versions."""
+    """Compute a new version of a dataset from others; its lineage records the input versions.
+
+    With --schedule or --interval, deploy the same transform (the code as it is now) as a built-in
+    flow that runs on that schedule instead of running it now.
+    """
     if (sql is None) == (polars is None):
         raise typer.BadParameter("give exactly one of --sql or --polars")
     if inputs and sql is not None:
         raise typer.BadParameter("--input is for --polars; SQL names its datasets itself")
+    check_schedule_options(schedule, interval, name)
+    # The request body, as the API takes it: sent now, or kept by a scheduled deployment.
+    request: dict[str, Any] = {
+        "to": to,
+        "sql": _read("--sql", sql) if sql is not None else None,
+        "polars": _read("--polars", polars) if polars is not None else None,
+        "function": function if polars is not None else None,
+        "inputs": parse_pairs(inputs, "ARG") or None,
+        "mode": mode.value,
+        "evolve": evolve,
+    }
+    request = {k: v for k, v in request.items() if v is not None}
     c = client()
-    job = c.datasets.transform(
-        project,
-        to,
-        sql=_read("--sql", sql) if sql is not None else None,
-        polars=_read("--polars", polars) if polars is not None else None,
-        wait=False,
-        function=function if polars is not None else None,
-        inputs=parse_pairs(inputs, "ARG") or None,
-        mode=mode.value,
-        evolve=evolve,
-    )
+    if schedule is not None or interval is not None:
+        deploy_scheduled(c, project, "transform", name or f"transform-{to}", request, schedule, interval, as_json)
+        return
+    job = c.datasets.transform(project, wait=False, **request)
     report_job(c, project, job, wait=not no_wait, as_json=as_json, timeout=timeout)
 
 

@@ -9,6 +9,8 @@ import httpx
 from selfserve import schemas
 from selfserve.client import _credentials
 from selfserve.client._data import DatasetsClient, JobsClient, ProductsClient, SourcesClient
+from selfserve.client._ml import MLflowClient
+from selfserve.client._models import ExperimentsClient, ModelsClient
 from selfserve.client._nouns import (
     AuditClient,
     MembersClient,
@@ -17,6 +19,7 @@ from selfserve.client._nouns import (
     TokensClient,
     UsersClient,
 )
+from selfserve.client._pipelines import FlowsClient, RunsClient
 from selfserve.client._routes import ROUTES
 from selfserve.errors import InvalidInput, ServiceUnavailable, Unauthenticated, error_from_response
 from selfserve.settings import get_client_settings
@@ -101,6 +104,26 @@ class Client:
     def products(self) -> ProductsClient:
         return ProductsClient(self)
 
+    @cached_property
+    def flows(self) -> FlowsClient:
+        return FlowsClient(self)
+
+    @cached_property
+    def runs(self) -> RunsClient:
+        return RunsClient(self)
+
+    @cached_property
+    def experiments(self) -> ExperimentsClient:
+        return ExperimentsClient(self)
+
+    @cached_property
+    def models(self) -> ModelsClient:
+        return ModelsClient(self)
+
+    @cached_property
+    def mlflow(self) -> MLflowClient:
+        return MLflowClient(self)
+
     # -- session ------------------------------------------------------------------------
     @property
     def token(self) -> str | None:
@@ -159,11 +182,12 @@ class Client:
         params: dict[str, Any] | None = None,
         auth: bool = True,
         files: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
         **path: Any,
     ) -> Any:
         method, url, headers = self._prepare(route, auth, path)
         try:
-            resp = self._http.request(method, url, json=json, params=params, headers=headers, files=files)
+            resp = self._http.request(method, url, json=json, params=params, headers=headers, files=files, data=data)
         except httpx.TransportError as e:
             raise ServiceUnavailable(
                 f"cannot reach the selfserve API at {self.url} ({type(e).__name__}); is it running? "

@@ -10,8 +10,12 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from selfserve.settings import Settings
+
+if TYPE_CHECKING:
+    from selfserve.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +67,18 @@ def register(factory: Callable[[Settings], Provisioner]) -> Callable[[Settings],
     return factory
 
 
-def build_all(settings: Settings) -> list[Provisioner]:
+def build_all(settings: Settings, store: Store | None = None) -> list[Provisioner]:
+    """The platform's provisioners. ``store`` is the metadata DB of the caller (default: the settings')."""
     from selfserve.data.storage_provisioner import StorageProvisioner
 
     built: list[Provisioner] = [StorageProvisioner(settings)]
+    if settings.pipelines.enabled:
+        from selfserve.pipelines.provisioner import PrefectProvisioner
+
+        built.append(PrefectProvisioner(settings))
+    if settings.models.enabled:
+        from selfserve.ml.provisioner import MLflowProvisioner
+
+        built.append(MLflowProvisioner(settings, store))
     built += [factory(settings) for factory in _registry]
     return built

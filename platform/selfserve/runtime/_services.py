@@ -75,10 +75,18 @@ def services(settings: Settings) -> list[ServiceSpec]:
         "SELFSERVE_SERVER__HOST": host,
         "SELFSERVE_SERVER__API_PORT": str(settings.server.api_port),
         "SELFSERVE_SERVER__CONSOLE_PORT": str(settings.server.console_port),
+        "SELFSERVE_PIPELINES__ENABLED": str(settings.pipelines.enabled).lower(),
+        "SELFSERVE_PIPELINES__PREFECT_PORT": str(settings.pipelines.prefect_port),
+        "SELFSERVE_PIPELINES__WORKER_PORT": str(settings.pipelines.worker_port),
+        "SELFSERVE_MODELS__ENABLED": str(settings.models.enabled).lower(),
+        "SELFSERVE_MODELS__MLFLOW_PORT": str(settings.models.mlflow_port),
         "PYTHONUNBUFFERED": "1",
     }
     console_port = settings.server.console_port
-    return [
+    specs = pipeline_services(settings, common) if settings.pipelines.enabled else []
+    if settings.models.enabled:
+        specs.append(mlflow_service(settings, common))
+    return specs + [
         ServiceSpec(
             name="api",
             argv=(python, "-m", "selfserve.server"),
@@ -122,3 +130,67 @@ def services(settings: Settings) -> list[ServiceSpec]:
             env={**common, "SELFSERVE_URL": settings.api_url},
         ),
     ]
+
+
+def pipeline_services(settings: Settings, common: Mapping[str, str]) -> list[ServiceSpec]:
+    """The Prefect server (bound to 127.0.0.1, behind its auth string) and the platform's worker."""
+    python = sys.executable
+    pipes = settings.pipelines
+    auth = settings.prefect_auth_string()
+    prefect_home = settings.home / "prefect"
+    prefect_env = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_AUTH_STRING": auth,
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+    worker_env = {
+        **common,
+        "PREFECT_HOME": str(settings.home / "prefect-worker"),
+        "PREFECT_API_URL": settings.prefect_url,
+        "PREFECT_API_AUTH_STRING": auth,
+        "PREFECT_WORKER_QUERY_SECONDS": str(pipes.worker_query_seconds),
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    return [
+        ServiceSpec(
+            name="prefect",
+            argv=(python, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(pipes.prefect_port)),
+            host="127.0.0.1",
+            port=pipes.prefect_port,
+            health_path="/api/health",
+            url=f"http://127.0.0.1:{pipes.prefect_port}",
+            port_setting="pipelines.prefect_port",
+            env=prefect_env,
+        ),
+        ServiceSpec(
+            name="worker",
+            argv=(python, "-m", "selfserve.pipelines.worker"),
+            host="127.0.0.1",
+            port=pipes.worker_port,
+            health_path="/health",
+            url=f"http://127.0.0.1:{pipes.worker_port}",
+            port_setting="pipelines.worker_port",
+            env=worker_env,
+        ),
+    ]
+
+
+def mlflow_service(settings: Settings, common: Mapping[str, str]) -> ServiceSpec:
+    """The MLflow tracking server under basic auth (``selfserve.ml.server`` writes its auth config and
+    starts it), bound to 127.0.0.1; users reach it with their own accounts, the API with the admin's."""
+    port = settings.models.mlflow_port
+    return ServiceSpec(
+        name="mlflow",
+        argv=(sys.executable, "-m", "selfserve.ml.server"),
+        host="127.0.0.1",
+        port=port,
+        health_path="/health",
+        url=f"http://127.0.0.1:{port}",
+        port_setting="models.mlflow_port",
+        env={**common, "SELFSERVE_MODELS__MLFLOW_HOST": "127.0.0.1"},
+    )

@@ -7,6 +7,15 @@ exists alone, so seeding twice changes nothing. Later parts of the platform add 
 The data steps upload ``demo_data/customers.csv`` (made by ``demo_data/make_customers.py``) as dataset
 ``customers`` with a contract, derive ``customer-features`` from it with a SQL transform, and publish
 that as a data product. A user who cannot see the demo project (someone else's) skips them.
+
+The pipeline steps register the directory of that CSV as a ``file`` source (``demo-files``) and deploy
+the built-in ingest flow on an hourly schedule (``hourly-customers``), which reloads ``customers``
+from it. The deployment is skipped, saying why, when pipelines are off or the server may not read the
+directory (``file`` sources read only the directories an admin opened in ``data.file_roots``).
+
+The model step deploys the built-in train flow (``train-churn``) on ``customer-features`` and starts
+one run: it registers ``demo.churn`` and makes its best candidate champion. Seeding does not wait for
+it (``selfserve run list demo`` follows it); it is skipped, saying why, when pipelines or models are off.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from selfserve.errors import Conflict, NotFound
+from selfserve.errors import Conflict, NotFound, ServiceUnavailable
 
 if TYPE_CHECKING:
     from selfserve.client import Client
@@ -27,6 +36,11 @@ PROJECT_DESCRIPTION = "Demo project created by `selfserve up`"
 DATA = Path(__file__).with_name("demo_data")
 CUSTOMERS = "customers"
 FEATURES = "customer-features"
+FILES_SOURCE = "demo-files"
+INGEST_FLOW = "hourly-customers"
+INGEST_CRON = "0 * * * *"
+# The request of every scheduled run: reload ``customers`` from the bundled CSV (its contract still applies).
+INGEST_REQUEST = {"source": FILES_SOURCE, "table": "customers.csv", "to": CUSTOMERS, "mode": "overwrite"}
 
 # What every later version of ``customers`` must satisfy.
 CUSTOMERS_CONTRACT = """\
@@ -72,7 +86,8 @@ class Seeded:
     def __str__(self) -> str:
         if self.outcome == "skipped":
             return f"{self.what}: skipped ({self.reason})"
-        return f"{self.what}: {'created' if self.outcome == 'created' else 'already there'}"
+        done = f"{self.what}: {'created' if self.outcome == 'created' else 'already there'}"
+        return f"{done} ({self.reason})" if self.reason else done
 
 
 def project(client: Client) -> Seeded:
@@ -158,7 +173,103 @@ def features_product(client: Client) -> Seeded:
     return Seeded(what, "created")
 
 
-STEPS: list[Callable[[Client], Seeded]] = [project, customers, customers_contract, customer_features, features_product]
+def files_source(client: Client) -> Seeded:
+    """Source ``demo-files``: the directory of the bundled CSV as a ``file`` source, read on the server."""
+    what = f"source {PROJECT}/{FILES_SOURCE}"
+    if skip := _unseen(client, what):
+        return skip
+    try:
+        client.sources.get(PROJECT, FILES_SOURCE)
+        return Seeded(what, "exists")
+    except NotFound:
+        pass
+    client.sources.add(PROJECT, FILES_SOURCE, "file", {"path": str(DATA.resolve()), "format": "csv"})
+    return Seeded(what, "created")
+
+
+def hourly_ingest(client: Client) -> Seeded:
+    """Flow deployment ``hourly-customers``: the built-in ingest of ``customers.csv`` into ``customers``, hourly."""
+    what = f"flow {PROJECT}/{INGEST_FLOW}"
+    if skip := _unseen(client, what):
+        return skip
+    try:
+        client.flows.get(PROJECT, INGEST_FLOW)
+        return Seeded(what, "exists")
+    except NotFound:
+        pass
+    try:
+        client.runs.list(PROJECT, limit=1)  # answers 503 when pipelines are off
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    readable = client.sources.test(PROJECT, FILES_SOURCE)
+    if not readable.ok:
+        # A schedule whose every run fails is no demo: say what to open instead.
+        return Seeded(what, "skipped", f"the server cannot read source {FILES_SOURCE}: {readable.message}")
+    try:
+        client.flows.deploy_builtin(
+            PROJECT,
+            "ingest",
+            INGEST_FLOW,
+            parameters=INGEST_REQUEST,
+            cron=INGEST_CRON,
+            description=f"Reload {CUSTOMERS} from {FILES_SOURCE}/customers.csv every hour.",
+        )
+    except ServiceUnavailable as e:  # the engine went away meanwhile
+        return Seeded(what, "skipped", str(e))
+    return Seeded(what, "created")
+
+
+MODEL = "churn"
+TRAIN_FLOW = "train-churn"
+# Train on the feature dataset; the customer id identifies a row and predicts nothing.
+TRAIN_REQUEST = {
+    "dataset": FEATURES,
+    "target": "churned",
+    "task": "classification",
+    "metric": "f1",
+    "candidates": ["rf", "linear"],
+    "model": MODEL,
+    "exclude": ["customer_id"],
+}
+
+
+def churn_model(client: Client) -> Seeded:
+    """Model ``churn``: the built-in train flow deployed on ``customer-features`` and run once."""
+    what = f"model {PROJECT}/{MODEL}"
+    if skip := _unseen(client, what):
+        return skip
+    try:
+        client.flows.get(PROJECT, TRAIN_FLOW)
+        return Seeded(what, "exists")
+    except NotFound:
+        pass
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    try:
+        client.models.list(PROJECT)  # answers 503 when models are off
+        client.flows.deploy_builtin(
+            PROJECT,
+            "train",
+            TRAIN_FLOW,
+            parameters=TRAIN_REQUEST,
+            description=f"Train {MODEL} on {FEATURES}; promote it when it beats the champion.",
+        )
+        run = client.flows.run(PROJECT, TRAIN_FLOW)
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    return Seeded(what, "created", f"training run {run.id} started")
+
+
+STEPS: list[Callable[[Client], Seeded]] = [
+    project,
+    customers,
+    customers_contract,
+    customer_features,
+    features_product,
+    files_source,
+    hourly_ingest,
+    churn_model,
+]
 
 
 def demo(client: Client) -> list[Seeded]:

@@ -54,6 +54,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     """Build the API. Nothing connects until the first request (or the lifespan's bootstrap)."""
     from selfserve.data.jobs import JobRunner
     from selfserve.data.objectstore import from_settings as object_store_from
+    from selfserve.ml.registry import Registry
+    from selfserve.pipelines.proxy import Scopes
+    from selfserve.pipelines.service import Pipelines
     from selfserve.policy.provisioning import build_all
     from selfserve.server import errors
     from selfserve.server.limits import BodyLimitMiddleware
@@ -61,10 +64,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         audit,
         auth,
         datasets,
+        flows,
         meta,
+        mlflow,
+        models,
         products,
         projects,
         quotas,
+        runner,
         sources,
         tokens,
         users,
@@ -84,8 +91,25 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
                 "created the first admin %r; its password is in %s", created[0], settings.home / ADMIN_CREDENTIALS_FILE
             )
         app.state.jobs.recover()
+        reconciler = None
+        if settings.pipelines.enabled:
+            import httpx
+
+            from selfserve.pipelines.reconciler import Reconciler
+
+            user, _, password = settings.prefect_auth_string().partition(":")
+            app.state.prefect_http = httpx.AsyncClient(
+                base_url=settings.prefect_url + "/", auth=(user, password), timeout=60
+            )
+            reconciler = Reconciler(settings, store, app.state.pipelines)
+            reconciler.start()
         yield
+        if reconciler is not None:
+            reconciler.stop()
+            await app.state.prefect_http.aclose()
+            app.state.pipelines.close()
         app.state.jobs.shutdown()
+        app.state.registry.close()
         store.dispose()
 
     app = FastAPI(
@@ -99,13 +123,33 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.provisioners = build_all(settings)
+    app.state.provisioners = build_all(settings, store)
     app.state.object_store = object_store_from(settings)
     app.state.jobs = JobRunner(store)
+    app.state.pipelines = Pipelines(settings, app.state.object_store)
+    app.state.run_scopes = Scopes()
+    app.state.registry = Registry(settings)
     errors.install(app)
-    for module in (meta, auth, tokens, users, projects, quotas, audit, sources, datasets, products):
+    modules = (
+        meta,
+        auth,
+        tokens,
+        users,
+        projects,
+        quotas,
+        audit,
+        sources,
+        datasets,
+        products,
+        flows,
+        runner,
+        models,
+        mlflow,
+    )
+    for module in modules:
         app.include_router(module.router, prefix=API_PREFIX)
     # A file upload is limited by data.max_upload_bytes (plus its multipart envelope), not by the JSON limit.
     uploads = (datasets.UPLOAD_PATH, settings.data.max_upload_bytes + datasets.UPLOAD_ENVELOPE_BYTES)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, larger=[uploads])
+    code = (flows.DEPLOY_PATH, settings.pipelines.max_code_bytes + flows.DEPLOY_ENVELOPE_BYTES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, larger=[uploads, code])
     return app

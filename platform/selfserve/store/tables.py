@@ -320,3 +320,86 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class FlowDeployment(Base):
+    """A flow deployed to the project's work pool: built-in (ingest, transform) or the project's own code."""
+
+    __tablename__ = "flow_deployments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # builtin | user
+    flow_name: Mapped[str] = mapped_column(String(128))
+    entrypoint: Mapped[str] = mapped_column(String(255))
+    code_sha: Mapped[str] = mapped_column(String(64))
+    env_sha: Mapped[str | None] = mapped_column(String(64))
+    prefect_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class PipelineRun(Base):
+    """The platform's side of a flow run: its launcher's credential, heartbeats, resource use and fate."""
+
+    __tablename__ = "pipeline_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    flow_run_id: Mapped[str] = mapped_column(String(36), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    deployment_id: Mapped[int | None] = mapped_column(ForeignKey("flow_deployments.id", ondelete="SET NULL"))
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id", ondelete="SET NULL"))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    max_rss_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_limit_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class ModelPromotion(Base):
+    """One change of a registered model's champion: a promotion to a version, or a rollback to the one before."""
+
+    __tablename__ = "model_promotions"
+    __table_args__ = (Index("ix_model_promotions_project_model", "project_id", "model"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(64))  # the name in the project, without "<project>."
+    version: Mapped[int] = mapped_column(Integer)  # the champion after the change
+    previous_version: Mapped[int | None] = mapped_column(Integer)  # the champion before it
+    action: Mapped[str] = mapped_column(String(16))  # promote | rollback
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MlflowIdentity(Base):
+    """A principal's own account on the MLflow server. ``secret`` is ciphertext (see policy/secrets.py)."""
+
+    __tablename__ = "mlflow_identities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id", ondelete="CASCADE"), unique=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    mlflow_user_id: Mapped[int | None] = mapped_column(Integer)
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

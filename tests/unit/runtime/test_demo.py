@@ -2,28 +2,49 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import runpy
 from pathlib import Path
 
 import pytest
 
-from selfserve.errors import InvalidInput, Unauthenticated
-from selfserve.runtime.demo import CUSTOMERS, DATA, FEATURES, PROJECT, Seeded, demo
+from selfserve.errors import InvalidInput, ServiceUnavailable, Unauthenticated
+from selfserve.runtime.demo import (
+    CUSTOMERS,
+    DATA,
+    FEATURES,
+    FILES_SOURCE,
+    INGEST_CRON,
+    INGEST_FLOW,
+    INGEST_REQUEST,
+    PROJECT,
+    Seeded,
+    demo,
+    hourly_ingest,
+)
+from selfserve.schemas.data import IngestRequest
+from selfserve.settings import get_settings
 from tests.support import Platform
 
+# The unit suites run without a Prefect server: pipelines are off there.
+PIPELINES_OFF = "pipelines are not enabled on this platform (setting pipelines.enabled)"
 CREATED = [
     Seeded("project demo", "created"),
     Seeded("dataset demo/customers", "created"),
     Seeded("contract on demo/customers", "created"),
     Seeded("dataset demo/customer-features", "created"),
     Seeded("product demo/customer-features", "created"),
+    Seeded("source demo/demo-files", "created"),
 ]
+MODELS_OFF = "models are not enabled on this platform (setting models.enabled)"
+SKIPPED_FLOW = Seeded("flow demo/hourly-customers", "skipped", PIPELINES_OFF)
+SKIPPED_MODEL = Seeded("model demo/churn", "skipped", MODELS_OFF)
 
 
 def test_demo_creates_the_demo_content_once(sqlite_platform: Platform) -> None:
     admin = sqlite_platform.admin()
-    assert demo(admin) == CREATED
-    assert demo(admin) == [Seeded(s.what, "exists") for s in CREATED]
+    assert demo(admin) == [*CREATED, SKIPPED_FLOW, SKIPPED_MODEL]
+    assert demo(admin) == [*(Seeded(s.what, "exists") for s in CREATED), SKIPPED_FLOW, SKIPPED_MODEL]
     project = admin.projects.get(PROJECT)
     assert project.role == "owner" and project.status == "ready"
     assert [p.name for p in admin.projects.list()] == [PROJECT]
@@ -99,7 +120,17 @@ def test_demo_redoes_only_what_is_missing(sqlite_platform: Platform) -> None:
     demo(admin)
     admin.products.unpublish(PROJECT, FEATURES)
     admin.datasets.remove_contract(PROJECT, CUSTOMERS)
-    assert [s.outcome for s in demo(admin)] == ["exists", "exists", "created", "exists", "created"]
+    admin.sources.remove(PROJECT, FILES_SOURCE)
+    assert [s.outcome for s in demo(admin)] == [
+        "exists",
+        "exists",
+        "created",
+        "exists",
+        "created",
+        "created",
+        "skipped",
+        "skipped",
+    ]
 
 
 def test_demo_needs_a_login(sqlite_platform: Platform) -> None:
@@ -114,3 +145,82 @@ def test_the_bundled_sample_is_what_its_script_makes() -> None:
     assert [r["customer_id"] for r in rows[:2]] == ["100001", "100002"]
     script = runpy.run_path(str(DATA / "make_customers.py"))  # defines, does not write
     assert script["csv_text"]() == sample
+
+
+def test_the_flow_step_says_why_it_skips_when_pipelines_are_off(sqlite_platform: Platform) -> None:
+    admin = sqlite_platform.admin()
+    seeded = demo(admin)
+    assert seeded[-2:] == [SKIPPED_FLOW, SKIPPED_MODEL]
+    assert str(seeded[-2]) == f"flow demo/hourly-customers: skipped ({PIPELINES_OFF})"
+    assert admin.flows.list(PROJECT) == []
+    # The source stays: it is data, usable by hand (`selfserve ingest`) once an admin opens its directory.
+    source = admin.sources.get(PROJECT, FILES_SOURCE)
+    assert (source.kind, source.config["path"]) == ("file", str(DATA.resolve()))
+
+
+class FlowsSpy:
+    """Stands in for ``client.flows`` and ``client.runs`` where pipelines would need a Prefect server."""
+
+    def __init__(self, flows: object) -> None:
+        self.real = flows
+        self.deployed: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def get(self, project: str, name: str) -> object:
+        return self.real.get(project, name)  # type: ignore[attr-defined]
+
+    def deploy_builtin(self, *args: object, **kwargs: object) -> None:
+        self.deployed.append((args, kwargs))
+
+    def list(self, project: str, limit: int = 50) -> list[object]:  # as runs.list: pipelines answer
+        return []
+
+
+def test_the_flow_step_deploys_the_hourly_ingest_when_pipelines_are_on(
+    sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = sqlite_platform.admin()
+    demo(admin)
+    spy = FlowsSpy(admin.flows)
+    monkeypatch.setattr(admin, "flows", spy)
+    monkeypatch.setattr(admin, "runs", spy)
+
+    # The server may not read the bundled file until an admin opens its directory: no failing schedule.
+    skipped = hourly_ingest(admin)
+    assert skipped.outcome == "skipped" and "data.file_roots" in skipped.reason
+    assert str(skipped).startswith("flow demo/hourly-customers: skipped (the server cannot read source demo-files")
+    assert spy.deployed == []
+
+    monkeypatch.setenv("SELFSERVE_DATA__FILE_ROOTS", json.dumps([str(DATA)]))
+    get_settings.cache_clear()
+    assert hourly_ingest(admin) == Seeded("flow demo/hourly-customers", "created")
+    ((args, kwargs),) = spy.deployed
+    assert args == (PROJECT, "ingest", INGEST_FLOW)
+    assert kwargs["parameters"] == INGEST_REQUEST and kwargs["cron"] == INGEST_CRON == "0 * * * *"
+    request = IngestRequest.model_validate(INGEST_REQUEST)
+    assert (request.source, request.to, request.mode) == (FILES_SOURCE, CUSTOMERS, "overwrite")
+    # Each scheduled run does this ingest: the same 2000 rows the demo uploaded, passing the contract.
+    options = {k: v for k, v in INGEST_REQUEST.items() if k not in ("source", "to")}
+    job = admin.datasets.ingest(PROJECT, FILES_SOURCE, CUSTOMERS, **options)
+    assert job.status == "succeeded", job
+    assert admin.datasets.get(PROJECT, CUSTOMERS).rows == 2000
+    assert admin.datasets.preview(PROJECT, CUSTOMERS).rows == admin.datasets.preview(PROJECT, CUSTOMERS, version=0).rows
+
+
+def test_the_flow_step_skips_when_the_engine_goes_away(
+    sqlite_platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admin = sqlite_platform.admin()
+    demo(admin)
+    spy = FlowsSpy(admin.flows)
+
+    def engine_down(*args: object, **kwargs: object) -> None:
+        raise ServiceUnavailable("the pipeline engine is not reachable: ConnectError")
+
+    monkeypatch.setattr(spy, "deploy_builtin", engine_down)
+    monkeypatch.setattr(admin, "flows", spy)
+    monkeypatch.setattr(admin, "runs", spy)
+    monkeypatch.setenv("SELFSERVE_DATA__FILE_ROOTS", json.dumps([str(DATA)]))
+    get_settings.cache_clear()
+    assert hourly_ingest(admin) == Seeded(
+        "flow demo/hourly-customers", "skipped", "the pipeline engine is not reachable: ConnectError"
+    )

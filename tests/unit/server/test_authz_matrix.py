@@ -10,7 +10,10 @@ one. The status each call must get is derived from the action and scope the rout
 - ``project`` routes: 404 for a non-member or a token scoped to another project, 403 for a
   member whose role lacks the action, otherwise allowed;
 - ``self`` routes: allowed;
-- allowed: anything but 401, 403, 404 and 5xx.
+- ``runner`` routes (the launchers' routes and the runs' Prefect proxy): 401 for every user
+  token, since they take the platform's runner key or a run's token;
+- allowed: anything but 401, 403, 404 and 5xx (and, for the pipeline and model routes only, a
+  503: see ``pipelines_off``).
 
 Two tables name what the declarations cannot say: the routes a project-scoped token may not use
 (``SCOPED_TOKEN_REFUSED``: 403) and the self-service routes that act for a project named in the
@@ -27,8 +30,12 @@ models; otherwise the fill-in tables below raise, so a new route can never silen
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
 import tempfile
+import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -44,17 +51,21 @@ from sqlalchemy import delete, func, select
 from selfserve import schemas
 from selfserve.policy import identity, projects, tokens
 from selfserve.policy.authz import Caller
-from selfserve.schemas import data
+from selfserve.schemas import data, models, pipelines
 from selfserve.server import API_PREFIX, create_app
 from selfserve.server.deps import ACTION_KEY, SCOPE_KEY
+from selfserve.server.routes import runner
 from selfserve.settings import Settings, get_settings
 from selfserve.store import Store
-from selfserve.store.tables import AuditEvent, Membership, Principal, Project, QuotaRequest
+from selfserve.store.tables import AuditEvent, FlowDeployment, Membership, Principal, Project, QuotaRequest
 from tests.support import Platform
+
+# Who may call what is decided by authorize(), not by the database: SQLite only (see tests/conftest.py).
+STORE_INDEPENDENT = True
 
 PASSWORD = "matrix-password-0123"
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
-SCOPES = {"project", "platform", "self", "public"}
+SCOPES = {"project", "platform", "self", "public", "runner"}
 ALLOWED = "allowed"
 
 
@@ -161,7 +172,7 @@ def expected(route: Route, who: Who, which: str | None) -> int | str:
     assert route.scope in SCOPES, f"{route} declares scope {route.scope!r}, not one of {sorted(SCOPES)}"
     if route.scope == "public":
         return ALLOWED
-    if who.user is None:
+    if who.user is None or route.scope == "runner":
         return 401
     refused_to_scoped = who.scoped_to_foreign and str(route) in SCOPED_TOKEN_REFUSED
     if route.scope == "platform":
@@ -184,6 +195,28 @@ def matches(status: int, want: int | str) -> bool:
     if want == ALLOWED:
         return status not in (401, 403, 404) and status < 500
     return status == want
+
+
+# Routes that need an engine the unit suite does not run: Prefect (flows, runs) and MLflow (experiments,
+# models, the caller's own ``mlflow`` account; ``/runs/compare`` is under ``/runs``).
+ENGINE_ROUTES = tuple(
+    f"{API_PREFIX}/projects/{{project}}/{noun}" for noun in ("flows", "runs", "experiments", "models", "mlflow")
+)
+
+
+def pipelines_off(route: Route, resp: httpx.Response) -> bool:
+    """A pipeline or model route that answered 503 because pipelines or models are off.
+
+    The unit suite runs without a Prefect or MLflow server (``SELFSERVE_PIPELINES__ENABLED=false``
+    and ``SELFSERVE_MODELS__ENABLED=false`` in ``tests/conftest.py``), so a route that needs one
+    answers 503 once the caller is authorized; that 503 proves the authorization passed. Only the
+    routes under a project's ``/flows``, ``/runs``, ``/experiments``, ``/models`` and ``/mlflow``, only
+    ``service_unavailable``: a 503 anywhere else is a failure.
+    """
+    pipeline_route = route.path.startswith(ENGINE_ROUTES)
+    if not pipeline_route or resp.status_code != 503:
+        return False
+    return bool(resp.json().get("error", {}).get("code") == "service_unavailable")
 
 
 # Changes recorded under another noun than the action that allows them: work that runs as a
@@ -213,6 +246,20 @@ def _password_hash() -> str:
 
 CSV = b"id,amount\n1,9.5\n2,3.25\n"
 CONTRACT = "columns:\n  id: {type: integer}\n"
+FLOW = "nightly"
+RUN_ID = "6f1c1a52-8d0e-4f55-9a55-0d6c2b8e3f10"  # a flow run Prefect would know
+MLFLOW_RUN_ID = "0f3a9c1e5b7d4e2a8c6b1d0e9f8a7b6c"  # an MLflow run
+
+
+@cache
+def _flow_code() -> bytes:
+    """A zip of a small good flow, as ``selfserve flow deploy`` uploads it."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(
+            "hello.py", "from prefect import flow\n\n\n@flow\ndef hello(name: str = 'x') -> str:\n    return name\n"
+        )
+    return buf.getvalue()
 
 
 def needs(route: Route) -> set[str]:
@@ -227,6 +274,8 @@ def needs(route: Route) -> set[str]:
         found.add("job")
     if "/products/" in path or "/product-requests" in path or path.endswith("/publish"):
         found.add("product")
+    if "/flows/{name}" in path:
+        found.add("flow")
     return found
 
 
@@ -313,6 +362,8 @@ class World:
         wanted = needs(route)
         for which in ("own", "foreign"):
             p = case.project(which)
+            if "flow" in wanted:
+                self._flow(p)
             if "dataset" in wanted:
                 self._admin("POST", f"/projects/{p}/datasets/sales/upload", files={"file": ("sales.csv", CSV)})
                 self._admin("PUT", f"/projects/{p}/datasets/sales/contract", json={"contract": CONTRACT})
@@ -337,6 +388,24 @@ class World:
                 asked = self._admin("POST", f"/products/{p}/sales/requests", json={"for_project": case.market})
                 case.ids[(which, "access")] = asked["id"]
         return case
+
+    def _flow(self, project: str) -> None:
+        """A flow deployment as if deployed to Prefect, which the unit suite does not run (so no API call can)."""
+        with self.store.begin() as s:
+            proj = s.scalar(select(Project).where(Project.name == project))
+            s.add(
+                FlowDeployment(
+                    project_id=proj.id,
+                    name=FLOW,
+                    kind="builtin",
+                    flow_name="selfserve-transform",
+                    entrypoint="transform.py:transform",
+                    code_sha="0" * 64,
+                    prefect_id=str(uuid.uuid4()),
+                    parameters={},
+                    created_by="owner",
+                )
+            )
 
     def credentials(self, who: Who, case: Case) -> Credentials:
         holder = who.user or "owner"
@@ -381,6 +450,8 @@ def _name_param(route: Route, case: Case, which: str | None, cred: Credentials) 
         return "zed"
     if "/sources/" in route.path:
         return "src"
+    if "/flows/" in route.path:
+        return FLOW
     return "sales"
 
 
@@ -398,6 +469,10 @@ PATH_VALUES: dict[str, Fill] = {
     "request_id": _request_id_param,
     "job_id": lambda r, c, which, cred: str(c.ids[(which or "own", "job")]),
     "decision": lambda r, c, which, cred: "grant",
+    "run_id": lambda r, c, which, cred: RUN_ID,
+    "flow_run_id": lambda r, c, which, cred: RUN_ID,
+    "path": lambda r, c, which, cred: f"flow_runs/{RUN_ID}",
+    "version": lambda r, c, which, cred: "1",
 }
 
 BODIES: dict[type[BaseModel], Fill] = {
@@ -420,10 +495,25 @@ BODIES: dict[type[BaseModel], Fill] = {
     data.TransformRequest: lambda r, c, w, cred: {"to": "derived", "sql": "SELECT 1 AS x"},
     data.ProductPublish: lambda r, c, w, cred: {"description": "published by the matrix"},
     data.AccessRequestCreate: lambda r, c, w, cred: {"for_project": c.project(w)},
+    pipelines.RunRequest: lambda r, c, w, cred: {"parameters": {}},
+    pipelines.BuiltinDeploy: lambda r, c, w, cred: {
+        "flow": "transform",
+        "name": f"made-{c.n}",
+        "parameters": {"to": "derived", "sql": "SELECT 1 AS a"},
+    },
+    models.CompareRequest: lambda r, c, w, cred: {"run_ids": [MLFLOW_RUN_ID, MLFLOW_RUN_ID[::-1]]},
+    models.PromoteRequest: lambda r, c, w, cred: {"version": 1, "reason": "promoted by the matrix"},
+    models.RollbackRequest: lambda r, c, w, cred: {"reason": "rolled back by the matrix"},
+    runner.Heartbeat: lambda r, c, w, cred: {"cpu_seconds": 1.0, "rss_bytes": 1024},
+    runner.Finish: lambda r, c, w, cred: {"exit_code": 0},
 }
 # Multipart bodies (file uploads), by route.
 FORMS: dict[str, Fill] = {
     "POST /api/v1/projects/{project}/datasets/{name}/upload": lambda r, c, w, cred: {"file": ("more.csv", CSV)},
+    "POST /api/v1/projects/{project}/flows/code": lambda r, c, w, cred: {
+        "code": ("code.zip", _flow_code()),
+        "spec": (None, json.dumps({"name": f"made-{c.n}", "entrypoint": "hello.py:hello"})),
+    },
 }
 
 _SAMPLE = (
@@ -436,7 +526,8 @@ def fill(route: Route, case: Case, which: str | None, cred: Credentials) -> tupl
     """The path and the body keyword (json= or files=) of a valid call of ``route``."""
     missing = [p for p in route.path_params if p not in PATH_VALUES]
     assert not missing, f"{route}: no value for path parameter(s) {missing}; add them to PATH_VALUES"
-    path = route.path.format(**{p: PATH_VALUES[p](route, case, which, cred) for p in route.path_params})
+    template = route.path.replace("{path:path}", "{path}")  # Starlette's converter is no format spec
+    path = template.format(**{p: PATH_VALUES[p](route, case, which, cred) for p in route.path_params})
     if str(route) in FORMS:
         return path, {"files": FORMS[str(route)](route, case, which, cred)}
     model = route.body_model
@@ -528,13 +619,14 @@ def _call_and_check(world: World, route: Route, who: Who, which: str | None, cas
     resp = world.http.request(route.method, path, headers=headers, **body)
     label = f"{who.key:>12} on {which or '-':>7}: {route.method} {path}"
     problems = []
-    if not matches(resp.status_code, want):
+    if not (matches(resp.status_code, want) or (want == ALLOWED and pipelines_off(route, resp))):
         problems.append(f"{label} -> {resp.status_code}, want {want}: {resp.text[:300]}")
     elif resp.status_code >= 400:
         err = resp.json().get("error", {})
         if not (err.get("code") and err.get("message")):
             problems.append(f"{label} -> {resp.status_code} without a JSON error: {resp.text[:300]}")
-    if route.method in MUTATING and (cred.token or route.scope == "public"):
+    # The runner routes take the runner key or a run's token: a user's token names no principal there.
+    if route.method in MUTATING and route.scope != "runner" and (cred.token or route.scope == "public"):
         world.idle()
         problem = _audit_problem(route, which, case, cred, resp.status_code, world.audit_since(before))
         if problem:
@@ -577,6 +669,14 @@ def test_expected_statuses_follow_the_roles() -> None:
     assert expected(by["GET /api/v1/tokens"], who["scoped-token"], None) == ALLOWED
     assert expected(by["GET /api/v1/health"], who["no-token"], None) == ALLOWED
     assert not matches(500, ALLOWED) and not matches(404, ALLOWED) and matches(409, ALLOWED)
+    for route in ("POST /api/v1/runner/runs/{flow_run_id}/start", "GET /api/v1/runner/prefect/{path:path}"):
+        assert {expected(by[route], w, None) for w in CALLERS} == {401}
+    off = httpx.Response(503, json={"error": {"code": "service_unavailable", "message": "off"}})
+    assert pipelines_off(by["GET /api/v1/projects/{project}/runs"], off)
+    assert pipelines_off(by["POST /api/v1/projects/{project}/models/{name}/promote"], off)
+    assert pipelines_off(by["GET /api/v1/projects/{project}/mlflow"], off)
+    assert not pipelines_off(by["GET /api/v1/projects/{project}/datasets"], off)
+    assert not pipelines_off(by["POST /api/v1/runner/runs/{flow_run_id}/start"], off)
 
 
 def test_a_route_without_an_action_fails_the_matrix() -> None:

@@ -7,7 +7,7 @@ from selfserve import schemas
 from selfserve.errors import InvalidInput
 from selfserve.policy import audit, identity, tokens
 from selfserve.policy.authz import require_admin
-from selfserve.server.deps import CallerDep, SessionDep, UserName, action
+from selfserve.server.deps import CallerDep, ProvisionersDep, SessionDep, UserName, action
 from selfserve.store.tables import Principal
 
 router = APIRouter(prefix="/users", tags=["users"])
@@ -31,7 +31,9 @@ def create_user(body: schemas.UserCreate, caller: CallerDep, session: SessionDep
     return schemas.UserCreated(**schemas.UserPublic.model_validate(user).model_dump(), password=generated)
 
 
-def _set_disabled(session: SessionDep, caller: CallerDep, name: str, disabled: bool) -> schemas.UserPublic:
+def _set_disabled(
+    session: SessionDep, caller: CallerDep, name: str, disabled: bool, provisioners: ProvisionersDep
+) -> schemas.UserPublic:
     act = "user:disable" if disabled else "user:enable"
     require_admin(caller, act)
     user = identity.get_user(session, name)
@@ -44,19 +46,26 @@ def _set_disabled(session: SessionDep, caller: CallerDep, name: str, disabled: b
         tokens.revoke_all(session, user.id)
     audit.record(session, caller.name, act, target=name)
     session.commit()
+    from selfserve.ml.access import follow_disabled
+
+    follow_disabled(session, user, provisioners, disabled=disabled)
     return schemas.UserPublic.model_validate(user)
 
 
 @router.post("/{name}/disable", response_model=schemas.UserPublic, openapi_extra=action("user:disable", "platform"))
-def disable_user(name: UserName, caller: CallerDep, session: SessionDep) -> schemas.UserPublic:
-    """Disable a user and revoke every token they hold."""
-    return _set_disabled(session, caller, name, True)
+def disable_user(
+    name: UserName, caller: CallerDep, session: SessionDep, provisioners: ProvisionersDep
+) -> schemas.UserPublic:
+    """Disable a user, revoke every token they hold and shut them out of MLflow."""
+    return _set_disabled(session, caller, name, True, provisioners)
 
 
 @router.post("/{name}/enable", response_model=schemas.UserPublic, openapi_extra=action("user:enable", "platform"))
-def enable_user(name: UserName, caller: CallerDep, session: SessionDep) -> schemas.UserPublic:
+def enable_user(
+    name: UserName, caller: CallerDep, session: SessionDep, provisioners: ProvisionersDep
+) -> schemas.UserPublic:
     """Enable a disabled user."""
-    return _set_disabled(session, caller, name, False)
+    return _set_disabled(session, caller, name, False, provisioners)
 
 
 @router.post(
