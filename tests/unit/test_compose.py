@@ -74,18 +74,9 @@ WORKER_NEEDS = {
     "SELFSERVE_PIPELINES__RUNNER_API_URL",
     "SELFSERVE_PIPELINES__WORKER_PORT",
     "SELFSERVE_STORAGE__URL",
-    "PREFECT_API_URL",
-    "PREFECT_API_AUTH_STRING",
 }
-# Prefect's own variables the worker may set; every other worker variable must be a platform setting.
-WORKER_PREFECT_VARS = {
-    "PREFECT_API_URL",
-    "PREFECT_API_AUTH_STRING",
-    "PREFECT_HOME",
-    "PREFECT_WORKER_QUERY_SECONDS",
-    "PREFECT_WORKER_PREFETCH_SECONDS",
-    "PREFECT_SERVER_ANALYTICS_ENABLED",
-}
+# The worker reaches Prefect through the platform's settings: it may set none of Prefect's own variables.
+WORKER_PREFECT_VARS: set[str] = set()
 PREFECT_HEALTH_PATH = "/api/health"
 WORKER_HEALTH_PATH = "/health"
 API_HEALTH_PATH = "/api/v1/health"
@@ -666,9 +657,6 @@ def test_api_and_worker_reach_prefect_with_its_auth_string(monkeypatch: pytest.M
         assert settings.prefect_auth_string() == auth, f"{service}'s Prefect auth string is not prefect-server's"
         for key in environment(service):
             monkeypatch.delenv(key)
-    worker = environment("prefect-worker")
-    assert worker["PREFECT_API_URL"] == expected_url, "the worker's Prefect workers must reach the same server"
-    assert worker["PREFECT_API_AUTH_STRING"] == auth, "the worker's Prefect workers must use the same auth string"
     assert services()["api"]["depends_on"].get("prefect-server", {}).get("condition") == "service_healthy", (
         "the api must wait for a healthy Prefect server"
     )

@@ -38,10 +38,8 @@ _PR_SET_PDEATHSIG = 1
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 POLL_SECONDS = 0.2
-GRACE_SECONDS = 10.0
 # The start call waits on Prefect, which retries while its SQLite is busy: give it longer than the rest.
 START_TIMEOUT = 120.0
-CONTROL_CHANNEL_ENV = ("PREFECT__CONTROL_PORT", "PREFECT__CONTROL_TOKEN")
 
 
 def die_with_parent() -> None:
@@ -114,11 +112,6 @@ def child_env(ctx: dict[str, Any], flow_run_id: str, workdir: Path) -> dict[str,
                 "MLFLOW_DISABLE_TELEMETRY": "true",
             }
         )
-    # Prefect's runner (in the worker) tells the engine over this loopback channel that the SIGTERM
-    # it is about to send means "cancel"; without it the engine reports the cancelled run crashed.
-    for key in CONTROL_CHANNEL_ENV:
-        if key in base:
-            env[key] = base[key]
     return env
 
 
@@ -182,6 +175,8 @@ class Launcher:
         return rc
 
     def supervise(self, ctx: dict[str, Any], workdir: Path) -> tuple[int, str | None, float, int]:
+        if self.stop_requested:  # cancelled before the run's process started
+            return 1, None, 0.0, 0
         python = ctx.get("python") or sys.executable
         cpus = int(ctx["cpus"])
         allowed = sorted(os.sched_getaffinity(0))[:cpus]
@@ -206,6 +201,8 @@ class Launcher:
         note: str | None = None
         peak, cpu = 0, 0.0
         while self.proc.poll() is None:
+            if self.stop_requested:
+                self.kill(signal.SIGKILL)
             rss, cpu_now = group_usage(pgid)
             peak, cpu = max(peak, rss), max(cpu, cpu_now)
             if memory and rss > memory:
@@ -237,14 +234,10 @@ class Launcher:
                 os.killpg(self.proc.pid, sig)
 
     def on_signal(self, signum: int, _frame: Any) -> None:
-        """Cancellation (the worker's SIGTERM): pass it on, and make sure the group ends."""
+        """Cancellation (the worker's SIGTERM): the run's process group is killed at once, so the engine
+        cannot report the run as crashed; the worker then marks it cancelled."""
         self.stop_requested = True
-        self.kill(signum)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.kill(signal.SIGKILL)
+        self.kill(signal.SIGKILL)
 
 
 def _children_cpu() -> float:

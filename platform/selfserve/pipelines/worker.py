@@ -1,16 +1,21 @@
 """The platform's worker: one process serving every project's work pool (``python -m selfserve.pipelines.worker``).
 
-A Prefect process worker serves one pool; one OS process per project would cost ~150 MiB each.
-This process runs a :class:`prefect.workers.process.ProcessWorker` per ``ss-<project>`` pool in one
-event loop, starting one when a pool appears and stopping it when the pool goes. Each flow run
-starts as the launcher (the pools' job template fixes the command), which applies the run's limits.
+A Prefect process worker serves one pool and holds several long-lived connections to the engine
+(its own client, a runner, event and cancellation subscriptions); with a few dozen projects the
+engine stops answering. This process does a process worker's job for all ``ss-<project>`` pools
+with a handful of plain API calls instead:
 
-Polling does not grow with the number of projects: instead of every pool's worker asking Prefect
-for its scheduled runs every ``worker_query_seconds``, this process asks once for the pools that
-have a run due, and only those pools' workers fetch and submit their runs, at once.
+- every ``pipelines.worker_query_seconds`` it asks once which pools have a run due; for each such
+  pool it takes the runs Prefect hands out (``get_scheduled_flow_runs``, which honours the pool's
+  concurrency limit: the project's ``runs`` quota), moves each to PENDING (Prefect's orchestration
+  may refuse, and then the run is not started) and starts the launcher for it;
+- the launcher (``selfserve.pipelines.launch``) applies the run's limits and reports its end; when
+  a launcher exits with an error and the run is not final, the run is marked crashed;
+- a run set to CANCELLING (``run cancel``, or its project being deleted) has its launcher stopped,
+  and is then marked cancelled.
 
-It answers ``GET /health`` on ``pipelines.worker_port`` for the supervisor. Prefect's settings
-(API URL, auth string, polling) come from the environment the supervisor gives it.
+It answers ``GET /health`` on ``pipelines.worker_port`` for the supervisor. The engine's URL and
+auth string come from the platform's settings.
 """
 
 from __future__ import annotations
@@ -18,114 +23,168 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shlex
 import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from selfserve.pipelines.prefect import Prefect
-from selfserve.settings import Settings, get_settings
+from selfserve.pipelines.prefect import FINAL_STATES, Prefect, launcher_command
+from selfserve.settings import Settings, get_settings, inherited_environ
 
 log = logging.getLogger("selfserve.worker")
-SYNC_SECONDS = 2.0
 PREFETCH_SECONDS = 5.0
+# How many runs of one pool are taken per round (Prefect also caps it at the pool's free slots).
+TAKE_PER_ROUND = 10
+# A run left CANCELLING with no launcher here (its worker was replaced) is marked cancelled after this.
+ORPHAN_CANCEL_SECONDS = 30.0
+STOP_GRACE_SECONDS = 15.0
 
 
-def _pool_worker_class() -> type[Any]:
-    from prefect.workers.process import ProcessWorker
-
-    class PoolWorker(ProcessWorker):  # type: ignore[misc]
-        """A process worker whose own polling loop stays quiet: the host submits its due runs."""
-
-        async def get_and_submit_flow_runs(self) -> list[Any]:
-            return []
-
-        async def submit_due(self) -> list[Any]:
-            return await ProcessWorker.get_and_submit_flow_runs(self)  # type: ignore[no-any-return]
-
-    return PoolWorker
+@dataclass
+class Launch:
+    flow_run_id: str
+    pool: str
+    process: asyncio.subprocess.Process
+    cancelling: bool = False
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class WorkerHost:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.prefect = Prefect.from_settings(settings)
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.workers: dict[str, Any] = {}
-        self.submitting: dict[str, asyncio.Task[Any]] = {}
+        self.launches: dict[str, Launch] = {}
+        self.watchers: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
         self.synced = False
 
-    async def serve_pool(self, pool: str) -> None:
-        worker_class = _pool_worker_class()
-        while not self.stopping.is_set():
-            try:
-                async with worker_class(
-                    work_pool_name=pool,
-                    name=f"selfserve-{pool}",
-                    create_pool_if_not_found=False,
-                    prefetch_seconds=PREFETCH_SECONDS,
-                ) as worker:
-                    self.workers[pool] = worker
-                    try:
-                        await worker.start(printer=lambda *a, **k: log.debug(" ".join(map(str, a))))
-                    finally:
-                        self.workers.pop(pool, None)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the pool or the engine is away; the sync loop decides
-                log.warning("worker for %s stopped: %s; restarting", pool, e)
-                await asyncio.sleep(2)
+    # -- Prefect calls (the client is synchronous: each call runs in a thread) -------------------
+
+    async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.prefect.request, method, path, json=body, **kwargs)
+
+    async def scheduled_runs(self, pool: str) -> list[dict[str, Any]]:
+        before = datetime.now(UTC) + timedelta(seconds=PREFETCH_SECONDS)
+        body = {"scheduled_before": before.isoformat(), "limit": TAKE_PER_ROUND}
+        answer = await self.call("POST", f"work_pools/{pool}/get_scheduled_flow_runs", body, ok404=True)
+        return [entry["flow_run"] for entry in answer or []]
+
+    async def to_pending(self, flow_run_id: str) -> bool:
+        """Ask Prefect to move the run to PENDING; False when it refuses (another worker took it, it was
+        cancelled, a concurrency rule holds it back)."""
+        body = {"state": {"type": "PENDING", "name": "Pending"}, "force": False}
+        answer = await self.call("POST", f"flow_runs/{flow_run_id}/set_state", body, ok404=True)
+        return bool(answer) and answer.get("status") == "ACCEPT"
+
+    async def mark(self, flow_run_id: str, state_type: str, message: str) -> None:
+        with contextlib.suppress(Exception):
+            fr = await self.call("GET", f"flow_runs/{flow_run_id}", ok404=True)
+            if fr is None or fr["state"]["type"] in FINAL_STATES:
+                return
+            await asyncio.to_thread(self.prefect.set_state, flow_run_id, state_type, message)
+
+    # -- submission ---------------------------------------------------------------------------
 
     async def submit_due(self) -> None:
-        """Ask Prefect once which pools have a run due, and have each of those pools' workers submit."""
+        """Ask Prefect once which pools have a run due, then take and start those pools' runs."""
         try:
             due = await asyncio.to_thread(self.prefect.due_pools, PREFETCH_SECONDS)
         except Exception as e:
             log.info("cannot read due runs: %s", e)
             return
-        for pool in sorted(due):
-            worker = self.workers.get(pool)
-            busy = self.submitting.get(pool)
-            if worker is None or (busy is not None and not busy.done()):
+        self.synced = True
+        for pool in sorted(p for p in due if p.startswith("ss-")):
+            try:
+                runs = await self.scheduled_runs(pool)
+            except Exception as e:  # the next round asks again
+                log.warning("cannot take the runs of %s: %s", pool, e)
                 continue
-            self.submitting[pool] = asyncio.create_task(self._submit(pool, worker), name=f"submit-{pool}")
+            for fr in runs:
+                run_id = str(fr["id"])
+                if run_id in self.launches:
+                    continue
+                try:
+                    if await self.to_pending(run_id):
+                        await self.launch(pool, run_id)
+                except Exception as e:
+                    log.warning("cannot start run %s of %s: %s", run_id, pool, e)
+                    await self.mark(run_id, "CRASHED", f"the worker could not start the run: {e}")
 
-    @staticmethod
-    async def _submit(pool: str, worker: Any) -> None:
+    async def launch(self, pool: str, flow_run_id: str) -> None:
+        argv = shlex.split(launcher_command())
+        env = {**inherited_environ(), "PREFECT__FLOW_RUN_ID": flow_run_id}
+        process = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL)
+        launch = Launch(flow_run_id, pool, process)
+        self.launches[flow_run_id] = launch
+        log.info("started run %s of %s (launcher pid %s)", flow_run_id, pool, process.pid)
+        task = asyncio.create_task(self.watch(launch), name=f"run-{flow_run_id}")
+        self.watchers.add(task)
+        task.add_done_callback(self.watchers.discard)
+
+    async def watch(self, launch: Launch) -> None:
         try:
-            await worker.submit_due()
-        except Exception as e:  # the next round asks again
-            log.warning("submitting runs of %s failed: %s", pool, e)
+            rc = await launch.process.wait()
+        finally:
+            self.launches.pop(launch.flow_run_id, None)
+        log.info("run %s ended (launcher exit code %s)", launch.flow_run_id, rc)
+        if launch.cancelling:
+            await self.finish_cancel(launch.flow_run_id)
+        elif self.stopping.is_set():
+            await self.mark(launch.flow_run_id, "CRASHED", "the platform's worker stopped while the run was in flight")
+        elif rc != 0:
+            await self.mark(launch.flow_run_id, "CRASHED", f"the run's launcher exited with code {rc}")
+
+    # -- cancellation ---------------------------------------------------------------------------
+
+    async def finish_cancel(self, flow_run_id: str) -> None:
+        with contextlib.suppress(Exception):
+            fr = await self.call("GET", f"flow_runs/{flow_run_id}", ok404=True)
+            if fr is None or fr["state"]["type"] == "CANCELLED":
+                return
+            message = fr["state"].get("message") or "cancelled"
+            await asyncio.to_thread(self.prefect.set_state, flow_run_id, "CANCELLED", message, name="Cancelled")
+
+    async def cancel_requested(self) -> None:
+        """Stop the launchers of runs set to CANCELLING; mark cancelled the ones no launcher holds."""
+        body = {"flow_runs": {"state": {"type": {"any_": ["CANCELLING"]}}}, "limit": 200}
+        try:
+            runs = await self.call("POST", "flow_runs/filter", body)
+        except Exception as e:
+            log.info("cannot read cancelling runs: %s", e)
+            return
+        now = datetime.now(UTC)
+        for fr in runs or []:
+            run_id = str(fr["id"])
+            launch = self.launches.get(run_id)
+            if launch is not None:
+                if not launch.cancelling:
+                    launch.cancelling = True
+                    log.info("cancelling run %s", run_id)
+                    with contextlib.suppress(ProcessLookupError):
+                        launch.process.send_signal(signal.SIGTERM)
+                continue
+            if not str(fr.get("work_pool_name") or "").startswith("ss-"):
+                continue
+            since = _parse_time(fr["state"].get("timestamp"))
+            if since is None or (now - since).total_seconds() > ORPHAN_CANCEL_SECONDS:
+                await self.finish_cancel(run_id)
+
+    # -- loop -----------------------------------------------------------------------------------
 
     async def poll(self) -> None:
         interval = self.settings.pipelines.worker_query_seconds
         while not self.stopping.is_set():
             await self.submit_due()
-            with contextlib.suppress(asyncio.TimeoutError):
+            await self.cancel_requested()
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), interval)
-
-    async def sync(self) -> None:
-        try:
-            # A pool nothing is deployed to has nothing to run: it gets no worker (each costs the
-            # engine a few long-lived connections).
-            pools = {p["name"] for p in await asyncio.to_thread(self.prefect.pools)}
-            pools &= await asyncio.to_thread(self.prefect.pools_with_deployments)
-        except Exception as e:
-            log.info("cannot list work pools yet: %s", e)
-            return
-        self.synced = True
-        for pool in sorted(pools - set(self.tasks)):
-            log.info("serving work pool %s", pool)
-            self.tasks[pool] = asyncio.create_task(self.serve_pool(pool), name=pool)
-        for pool in sorted(set(self.tasks) - pools):
-            log.info("work pool %s is gone", pool)
-            self.tasks.pop(pool).cancel()
-            self.submitting.pop(pool, None)
 
     async def health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(reader.readline(), 5)
             status = "200 OK" if self.synced else "503 Service Unavailable"
-            body = f'{{"pools": {len(self.tasks)}}}'
+            body = f'{{"running": {len(self.launches)}}}'
             head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             writer.write((head + body).encode())
             await writer.drain()
@@ -136,18 +195,31 @@ class WorkerHost:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         server = await asyncio.start_server(self.health, "127.0.0.1", self.settings.pipelines.worker_port)
-        poller = asyncio.create_task(self.poll(), name="poll")
         try:
-            while not self.stopping.is_set():
-                await self.sync()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), SYNC_SECONDS)
+            await self.poll()
         finally:
             server.close()
-            poller.cancel()
-            for task in [*self.tasks.values(), *self.submitting.values()]:
-                task.cancel()
-            await asyncio.gather(poller, *self.tasks.values(), *self.submitting.values(), return_exceptions=True)
+            # Runs in flight end with the worker (their launchers die with it); the API marks them
+            # crashed once their heartbeats stop.
+            for launch in list(self.launches.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    launch.process.send_signal(signal.SIGTERM)
+            if self.watchers:
+                await asyncio.wait(list(self.watchers), timeout=STOP_GRACE_SECONDS)
+            for launch in list(self.launches.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    launch.process.kill()
+            self.prefect.close()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def main(argv: Any = None) -> int:

@@ -147,15 +147,8 @@ def pipeline_services(settings: Settings, common: Mapping[str, str]) -> list[Ser
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
-    worker_env = {
-        **common,
-        "PREFECT_HOME": str(settings.home / "prefect-worker"),
-        "PREFECT_API_URL": settings.prefect_url,
-        "PREFECT_API_AUTH_STRING": auth,
-        "PREFECT_WORKER_QUERY_SECONDS": str(pipes.worker_query_seconds),
-        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    }
+    # The worker talks to Prefect's REST API with the platform's settings; it loads no Prefect client.
+    worker_env = dict(common)
     return [
         ServiceSpec(
             name="prefect",
