@@ -132,7 +132,11 @@ class ConsoleSettings(BaseModel):
 class PipelinesSettings(BaseModel):
     enabled: bool = Field(True, description="Run flows with Prefect; off, pipeline routes answer 503.")
     prefect_port: int = Field(8702, ge=0, le=65535, description="Port of the embedded Prefect server (127.0.0.1 only).")
-    worker_port: int = Field(8703, ge=0, le=65535, description="Health port of the platform's worker (127.0.0.1).")
+    worker_port: int = Field(8703, ge=0, le=65535, description="Port of the platform's worker (health, run nudges).")
+    worker_host: str = Field("127.0.0.1", description="Address the worker's port binds to.")
+    worker_url: str | None = Field(
+        None, description="How the API reaches the worker to nudge it when a run is created; default 127.0.0.1."
+    )
     prefect_url: str | None = Field(
         None, description="Prefect API URL (ends in /api); default the embedded server on prefect_port."
     )
@@ -308,6 +312,10 @@ class Settings(BaseSettings):
     @property
     def prefect_url(self) -> str:
         return self.pipelines.prefect_url or f"http://127.0.0.1:{self.pipelines.prefect_port}/api"
+
+    @property
+    def worker_url(self) -> str:
+        return (self.pipelines.worker_url or f"http://127.0.0.1:{self.pipelines.worker_port}").rstrip("/")
 
     @property
     def runner_api_url(self) -> str:

@@ -14,14 +14,16 @@ with a handful of plain API calls instead:
 - a run set to CANCELLING (``run cancel``, or its project being deleted) has its launcher stopped,
   and is then marked cancelled.
 
-It answers ``GET /health`` on ``pipelines.worker_port`` for the supervisor. The engine's URL and
-auth string come from the platform's settings.
+On ``pipelines.worker_port`` it answers ``GET /health`` for the supervisor, and ``POST /nudge``
+from the API (with the runner key) when a run was just created, so the run starts without waiting
+for the next round. The engine's URL and auth string come from the platform's settings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import shlex
 import signal
@@ -57,7 +59,9 @@ class WorkerHost:
         self.launches: dict[str, Launch] = {}
         self.watchers: set[asyncio.Task[None]] = set()
         self.stopping = asyncio.Event()
+        self.nudged = asyncio.Event()
         self.synced = False
+        self.runner_key = settings.runner_key()
 
     # -- Prefect calls (the client is synchronous: each call runs in a thread) -------------------
 
@@ -175,16 +179,37 @@ class WorkerHost:
     async def poll(self) -> None:
         interval = self.settings.pipelines.worker_query_seconds
         while not self.stopping.is_set():
+            self.nudged.clear()
             await self.submit_due()
             await self.cancel_requested()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), interval)
+            wake = [asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.nudged.wait())]
+            await asyncio.wait(wake, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in wake:
+                waiter.cancel()
 
-    async def health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``GET /health`` and ``POST /nudge`` (which must carry the runner key); nothing else."""
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.readline(), 5)
-            status = "200 OK" if self.synced else "503 Service Unavailable"
-            body = f'{{"running": {len(self.launches)}}}'
+            request = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").split()
+            headers: dict[str, str] = {}
+            while len(headers) < 50:
+                line = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").strip()
+                if not line:
+                    break
+                key, _, value = line.partition(":")
+                headers[key.strip().lower()] = value.strip()
+            method, path = (request + ["", ""])[:2]
+            if method == "GET" and path == "/health":
+                status = "200 OK" if self.synced else "503 Service Unavailable"
+                body = f'{{"running": {len(self.launches)}}}'
+            elif method == "POST" and path == "/nudge":
+                if hmac.compare_digest(headers.get("authorization", ""), f"Bearer {self.runner_key}"):
+                    self.nudged.set()
+                    status, body = "202 Accepted", "{}"
+                else:
+                    status, body = "401 Unauthorized", '{"error": "a nudge needs the runner key"}'
+            else:
+                status, body = "404 Not Found", '{"error": "not found"}'
             head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             writer.write((head + body).encode())
             await writer.drain()
@@ -194,7 +219,8 @@ class WorkerHost:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        server = await asyncio.start_server(self.health, "127.0.0.1", self.settings.pipelines.worker_port)
+        pipes = self.settings.pipelines
+        server = await asyncio.start_server(self.serve_http, pipes.worker_host, pipes.worker_port)
         try:
             await self.poll()
         finally:
