@@ -92,33 +92,38 @@ def ingest(
     )
     connector = sources.connector_for(src)
     ordered = bool(getattr(connector, "cursor_ordered", False))
-    collected: list[pa.RecordBatch] = []
     rows = 0
     watermark = state.watermark if state else None
     started = time.monotonic()
-    try:
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        """The source's rows for the write, counted (and the watermark moved) as they are read."""
+        nonlocal rows, watermark
         for batch in throttled(connector.read(read), req.max_rows_per_second):
             if batch.num_rows == 0:
                 continue
-            collected.append(batch)
             rows += batch.num_rows
             if req.incremental:
-                top = _max_cursor(batch, req.incremental, getattr(connector, "cursor_ordered", False))
+                top = _max_cursor(batch, req.incremental, ordered)
                 if top is not None and (ordered or watermark is None or _jsonable(top) > watermark):
                     watermark = _jsonable(top)
             if progress:
                 progress({"rows_read": rows, "seconds": round(time.monotonic() - started, 2)})
-        if not collected:
+            yield batch
+        if not rows:
             if req.incremental and state is not None:
                 raise InvalidInput(f"no new rows in {req.source!r} since {req.incremental} = {state.watermark}")
             raise InvalidInput(f"source {req.source!r} returned no rows")
-        table = pa.Table.from_batches(collected)
+
+    try:
+        # The source is read while the dataset is written (in a thread of the write's own): the
+        # row count and the watermark are final once the write returns.
         row = datasets.write(
             session,
             store,
             proj,
             req.to,
-            table,
+            batches(),
             actor=actor,
             mode=req.mode,
             evolve=req.evolve,
