@@ -19,14 +19,12 @@ down: uv
 status: uv
 	$(UV) run selfserve status
 
-# Two passes: the tests that share the machine well run on two processes (one per core), then
-# the real stacks, the browser and the end-to-end runs one at a time (marked `serial` by conftest).
-# Both passes always run; the target fails if either did.
+# Three workers: one runs the real stacks, the browser and the end-to-end runs one at a time (the
+# `serial` group, set by conftest; much of it waits on servers), the other two take the rest a
+# module at a time.
 test: uv
 	$(UV) sync --frozen
-	$(UV) run pytest -n 2 --dist loadfile -m "not serial"; parallel=$$?; \
-	$(UV) run pytest -m serial; serial=$$?; \
-	test $$parallel -eq 0 && test $$serial -eq 0
+	$(UV) run pytest -n 3 --dist loadgroup
 
 bench: uv
 	$(UV) sync --frozen

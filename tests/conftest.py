@@ -79,17 +79,23 @@ SERIAL_DIRS = ("e2e", "browser")
 SERIAL_FIXTURES = {"stack", "fault_stack"}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark what must not share the machine with other tests: the real stacks (Prefect, MLflow and
-    the worker are slow to start and sensitive to load), the browser and the end-to-end runs.
-    ``make test`` runs everything else in parallel first, then these one at a time.
+    """Mark what must not run next to itself: the real stacks (Prefect, MLflow and the worker), the
+    browser and the end-to-end runs are ``serial``. Under ``pytest -n N --dist loadgroup`` (``make
+    test``) they form one group that a single worker runs one at a time, while the other workers
+    take the remaining tests a module at a time.
 
     A module whose subject does not depend on the metadata DB says so with ``STORE_INDEPENDENT =
-    True``: it runs on SQLite only (the store, policy and data-versioning suites run on both)."""
+    True``, a test with the ``store_independent`` mark: it runs on SQLite only (the store, policy and
+    data-versioning suites run on both)."""
     on_postgres = [
         item
         for item in items
-        if getattr(getattr(item, "module", None), "STORE_INDEPENDENT", False)
+        if (
+            getattr(getattr(item, "module", None), "STORE_INDEPENDENT", False)
+            or item.get_closest_marker("store_independent") is not None
+        )
         and "postgres" in getattr(getattr(item, "callspec", None), "params", {}).values()
     ]
     if on_postgres:
@@ -100,3 +106,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(Path(__file__).parent).parts
         if parts[0] in SERIAL_DIRS or SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.serial)
+            item.add_marker(pytest.mark.xdist_group("serial"))
+        else:
+            item.add_marker(pytest.mark.xdist_group("/".join(parts)))

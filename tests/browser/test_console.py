@@ -123,7 +123,7 @@ def test_console_login_overview_data_members_audit(console: str, tmp_path: Path)
             sidebar = page.get_by_test_id("stSidebar")
             expect(sidebar.get_by_role("combobox", name="Project")).to_have_value("churn · owner", timeout=15_000)
             main = page.get_by_test_id("stMain")
-            expect(main.get_by_role("heading", name="churn")).to_be_visible()
+            expect(main.get_by_role("heading", name="churn", level=1)).to_be_visible()
             expect(main).to_contain_text("Churn prediction for the subscriptions team")
             expect(main.get_by_test_id("stProgress")).to_have_count(3)  # storage, runs, deployments
             expect(main).to_contain_text(re.compile(r"Storage · [\d.]+ KB / 10 GB"))  # the customers dataset
@@ -133,7 +133,7 @@ def test_console_login_overview_data_members_audit(console: str, tmp_path: Path)
             page.screenshot(path=shots[-1], full_page=True)
 
             sidebar.get_by_role("link", name="Data", exact=True).click()
-            expect(main.get_by_role("heading", name="Data")).to_be_visible(timeout=15_000)
+            expect(main.get_by_role("heading", name="Data", level=1)).to_be_visible(timeout=15_000)
             datasets = main.get_by_test_id("stDataFrame").first
             expect(datasets).to_contain_text("customers", timeout=15_000)
             expect(main.get_by_test_id("stMetric").filter(has_text="Rows")).to_contain_text("3")
@@ -141,7 +141,7 @@ def test_console_login_overview_data_members_audit(console: str, tmp_path: Path)
             page.screenshot(path=shots[-1], full_page=True)
 
             sidebar.get_by_role("link", name="Members").click()
-            expect(main.get_by_role("heading", name="Members")).to_be_visible(timeout=15_000)
+            expect(main.get_by_role("heading", name="Members", level=1)).to_be_visible(timeout=15_000)
             members = main.get_by_test_id("stDataFrame").first
             expect(members).to_contain_text("alice")
             expect(members).to_contain_text("bob")
@@ -151,7 +151,7 @@ def test_console_login_overview_data_members_audit(console: str, tmp_path: Path)
             page.screenshot(path=shots[-1], full_page=True)
 
             sidebar.get_by_role("link", name="Audit trail").click()
-            expect(main.get_by_role("heading", name="Audit trail")).to_be_visible(timeout=15_000)
+            expect(main.get_by_role("heading", name="Audit trail", level=1)).to_be_visible(timeout=15_000)
             events = main.get_by_test_id("stDataFrame")
             expect(events).to_contain_text("project:create")
             expect(events).to_contain_text("member:add")

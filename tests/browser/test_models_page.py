@@ -100,7 +100,7 @@ def test_experiments_and_models_in_the_console(pipeline_env: Stack, tmp_path: Pa
 
             # Experiments: both runs with their metric, and the two compared in a chart and side by side.
             sidebar.get_by_role("link", name="Experiments").click()
-            expect(main.get_by_role("heading", name="Experiments")).to_be_visible(timeout=15_000)
+            expect(main.get_by_role("heading", name="Experiments", level=1)).to_be_visible(timeout=15_000)
             runs = main.get_by_test_id("stDataFrame").first
             expect(runs).to_contain_text("rf-1", timeout=15_000)
             expect(runs).to_contain_text("rf-0")
@@ -111,7 +111,7 @@ def test_experiments_and_models_in_the_console(pipeline_env: Stack, tmp_path: Pa
 
             # Models: v1 is the champion; the owner promotes v2 after confirming.
             sidebar.get_by_role("link", name="Models").click()
-            expect(main.get_by_role("heading", name="Models")).to_be_visible(timeout=15_000)
+            expect(main.get_by_role("heading", name="Models", level=1)).to_be_visible(timeout=15_000)
             # The champion's lineage first. (While the page is redrawn, the old graph and the new one may both be
             # there for a moment: the graph is found by what it shows.)
             expect(lineage(main, "churn v1", "champion", "run rf-0")).to_have_count(1, timeout=15_000)

@@ -71,7 +71,7 @@ def test_run_a_flow_from_the_console(pipeline_env: Stack, tmp_path: Path) -> Non
 
             sidebar.get_by_role("link", name="Pipelines").click()
             main = page.get_by_test_id("stMain")
-            expect(main.get_by_role("heading", name="Pipelines")).to_be_visible(timeout=15_000)
+            expect(main.get_by_role("heading", name="Pipelines", level=1)).to_be_visible(timeout=15_000)
             deployments = main.get_by_test_id("stDataFrame").first
             # The first look at a new project's runs waits for the engine, which is slow on a busy machine.
             expect(deployments).to_contain_text("hello", timeout=60_000)

@@ -188,9 +188,13 @@ def test_test_ok_and_empty_result(table: str) -> None:
 def test_stopping_early_leaves_no_open_transaction(table: str) -> None:
     reader = iter(connector().read(ReadRequest(table=table, batch_rows=5)))
     assert next(reader).num_rows == 5
-    reader.close()  # type: ignore[attr-defined]
-    with psycopg.connect(DSN) as conn:
-        rows = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'selfserve' AND state <> 'idle'"
+    # This read's own session (other tests may be reading PostgreSQL at the same time).
+    own = "SELECT pid FROM pg_stat_activity WHERE application_name = 'selfserve' AND query LIKE %s"
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        pids = [pid for (pid,) in conn.execute(own, (f"%{table}%",)).fetchall()]
+        assert pids, "the read's session was not found"
+        reader.close()  # type: ignore[attr-defined]
+        busy = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s) AND state <> 'idle'", (pids,)
         ).fetchone()
-        assert rows == (0,)
+        assert busy == (0,)
