@@ -151,21 +151,6 @@ class Prefect:
     def delete_pool(self, name: str) -> None:
         self.request("DELETE", f"work_pools/{name}", ok404=True)
 
-    def pools(self, prefix: str = "ss-") -> list[dict[str, Any]]:
-        rows = self.request("POST", "work_pools/filter", json={"limit": 200}) or []
-        return [p for p in rows if p["name"].startswith(prefix)]
-
-    def pools_with_deployments(self, prefix: str = "ss-") -> set[str]:
-        """The work pools (named ``prefix...``) that at least one deployment runs in."""
-        found: set[str] = set()
-        offset = 0
-        while True:
-            rows = self.request("POST", "deployments/filter", json={"limit": 200, "offset": offset}) or []
-            found |= {str(d["work_pool_name"]) for d in rows if str(d.get("work_pool_name") or "").startswith(prefix)}
-            if len(rows) < 200:
-                return found
-            offset += 200
-
     # -- flows and deployments ------------------------------------------------------------------
 
     def ensure_flow(self, name: str) -> str:
@@ -248,8 +233,14 @@ class Prefect:
             "sort": "NEXT_SCHEDULED_START_TIME_ASC",
             "limit": 200,
         }
-        runs = self.request("POST", "flow_runs/filter", json=body) or []
-        return {r["work_pool_name"] for r in runs if r.get("work_pool_name")}
+        pools: set[str] = set()
+        # Runs held back by a full pool stay due; reading on past them keeps other pools from starving.
+        for offset in range(0, 2000, 200):
+            runs = self.request("POST", "flow_runs/filter", json={**body, "offset": offset}) or []
+            pools |= {r["work_pool_name"] for r in runs if r.get("work_pool_name")}
+            if len(runs) < 200:
+                break
+        return pools
 
     def count_flow_runs(self, *, deployment_ids: list[str], states: list[str]) -> int:
         if not deployment_ids:

@@ -93,3 +93,17 @@ def test_an_engine_that_is_down_is_reported_at_once() -> None:
     with pytest.raises(ServiceUnavailable, match="not reachable: ConnectError"):
         client(httpx.MockTransport(handle)).read_pool("ss-a")
     assert calls == 2
+
+
+def test_due_pools_reads_past_a_page_of_runs_held_back_by_one_full_pool() -> None:
+    offsets: list[int] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        offsets.append(body["offset"])
+        if body["offset"] == 0:  # a page full of one busy project's waiting runs
+            return httpx.Response(200, json=[{"work_pool_name": "ss-busy"}] * 200)
+        return httpx.Response(200, json=[{"work_pool_name": "ss-busy"}, {"work_pool_name": "ss-other"}])
+
+    assert client(httpx.MockTransport(handle)).due_pools(5) == {"ss-busy", "ss-other"}
+    assert offsets == [0, 200]
