@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,33 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+    _reset_mlflow_globals()
+
+
+def _reset_mlflow_globals() -> None:
+    """MLflow's fluent API keeps the active experiment and the tracking URI in module globals; a test
+    that set them must not hand them to the next test in the same process."""
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    if fluent is not None:
+        fluent._active_experiment_id = None  # type: ignore[attr-defined]
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = None  # type: ignore[attr-defined]
+
+
+# Under xdist the worker running the serial group keeps its priority, and the servers it starts
+# inherit it; the workers running the rest yield the CPU to it (nice 10), so the tests that wait on
+# real servers are not starved by the ones that only compute.
+SERIAL_NICE, OTHER_NICE = 0, 10
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if not hasattr(item.config, "workerinput"):
+        return
+    nice = SERIAL_NICE if item.get_closest_marker("serial") is not None else OTHER_NICE
+    with contextlib.suppress(OSError):  # lowering the value again needs CAP_SYS_NICE
+        if os.getpriority(os.PRIO_PROCESS, 0) != nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
 
 
 def _backends() -> list[object]:
