@@ -20,11 +20,11 @@ status: uv
 	$(UV) run selfserve status
 
 # Three workers: one runs the real stacks, the browser and the end-to-end runs one at a time (the
-# `serial` group, set by conftest; much of it waits on servers), the other two take the rest a
+# `serial` scope, see tests/conftest.py; much of it waits on servers), the other two take the rest a
 # module at a time.
 test: uv
 	$(UV) sync --frozen
-	$(UV) run pytest -n 3 --dist loadgroup
+	$(UV) run pytest -n 3 --dist loadscope --no-loadscope-reorder
 
 bench: uv
 	$(UV) sync --frozen

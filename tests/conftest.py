@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -104,16 +105,33 @@ def sqlite_platform(tmp_path: Path) -> Iterator[Platform]:
         p.close()
 
 
-SERIAL_DIRS = ("e2e", "browser")
-SERIAL_FIXTURES = {"stack", "fault_stack"}
+# What must not run next to itself: the real stacks (Prefect, MLflow and the worker), the browser
+# and the end-to-end runs. They live under these directories (the scheduler below sees only test
+# ids), and are marked ``serial``.
+SERIAL_PATHS = ("tests/browser/", "tests/e2e/", "tests/integration/ml/", "tests/integration/pipelines/")
+SERIAL_FIXTURES = {"stack", "fault_stack", "pipeline_env"}
 
 
-@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with one scope per module, except that every serial module is in one
+    scope, ``serial``: a single worker runs those one at a time, from the start (run with
+    ``--no-loadscope-reorder``, collection order puts them first), while the other workers take the
+    remaining modules."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "serial" if module.startswith(SERIAL_PATHS) else module
+
+    return SerialScopeScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark what must not run next to itself: the real stacks (Prefect, MLflow and the worker), the
-    browser and the end-to-end runs are ``serial``. Under ``pytest -n N --dist loadgroup`` (``make
-    test``) they form one group that a single worker runs one at a time, while the other workers
-    take the remaining tests a module at a time.
+    """Marks the ``serial`` tests (see ``SERIAL_PATHS``); a test that uses a real stack elsewhere is
+    refused, since the scheduler would run it next to the others.
 
     A module whose subject does not depend on the metadata DB says so with ``STORE_INDEPENDENT =
     True``, a test with the ``store_independent`` mark: it runs on SQLite only (the store, policy and
@@ -131,10 +149,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=on_postgres)
         dropped = set(on_postgres)
         items[:] = [item for item in items if item not in dropped]
+    root = Path(__file__).parent.parent
     for item in items:
-        parts = item.path.relative_to(Path(__file__).parent).parts
-        if parts[0] in SERIAL_DIRS or SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        path = item.path.relative_to(root).as_posix()
+        if path.startswith(SERIAL_PATHS):
             item.add_marker(pytest.mark.serial)
-            item.add_marker(pytest.mark.xdist_group("serial"))
-        else:
-            item.add_marker(pytest.mark.xdist_group("/".join(parts)))
+        elif SERIAL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            raise pytest.UsageError(f"{item.nodeid} uses a real stack: move it under one of {SERIAL_PATHS}")
