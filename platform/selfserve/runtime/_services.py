@@ -6,6 +6,7 @@ supervisor starts, checks and stops every entry alike.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,15 @@ def local_address(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def api_file_roots(settings: Settings) -> list[str]:
+    """The directories ``file`` sources may read on the embedded platform: the admin's, and the demo's
+    bundled sample CSVs (read only by sources; the demo's scheduled ingest reloads from there)."""
+    from selfserve.runtime.demo import DATA
+
+    roots = [str(p) for p in settings.data.file_roots] + [str(DATA.resolve())]
+    return list(dict.fromkeys(roots))
+
+
 def services(settings: Settings) -> list[ServiceSpec]:
     """The services ``selfserve up`` runs, in start order, configured from ``settings``."""
     host = settings.server.host
@@ -96,7 +106,7 @@ def services(settings: Settings) -> list[ServiceSpec]:
             url=settings.api_url,
             port_setting="server.api_port",
             port_flag="--api-port",
-            env=common,
+            env={**common, "SELFSERVE_DATA__FILE_ROOTS": json.dumps(api_file_roots(settings))},
         ),
         ServiceSpec(
             name="console",

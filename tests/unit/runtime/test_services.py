@@ -80,3 +80,23 @@ def test_every_service_has_a_distinct_name_and_port_setting() -> None:
     specs = services(get_settings())
     assert len({s.name for s in specs}) == len(specs)
     assert len({s.port_setting for s in specs}) == len(specs)
+
+
+def test_the_embedded_api_may_read_the_demo_samples_and_the_admins_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from selfserve.runtime.demo import DATA
+    from selfserve.settings import Settings
+
+    monkeypatch.setenv("SELFSERVE_DATA__FILE_ROOTS", json.dumps([str(tmp_path)]))
+    get_settings.cache_clear()
+    api = next(s for s in services(get_settings()) if s.name == "api")
+    roots = json.loads(api.env["SELFSERVE_DATA__FILE_ROOTS"])
+    assert roots == [str(tmp_path), str(DATA.resolve())]
+    for key, value in api.env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings().data.file_roots == [tmp_path, DATA.resolve()]
+    console = next(s for s in services(get_settings()) if s.name == "console")
+    assert "SELFSERVE_DATA__FILE_ROOTS" not in console.env
