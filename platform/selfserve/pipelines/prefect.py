@@ -29,9 +29,24 @@ def pool_name(project: str) -> str:
     return f"ss-{project}"
 
 
-def launcher_command(python: str | None = None) -> str:
+def launcher_argv(python: str | None = None) -> list[str]:
     """The command every platform run starts with: the launcher, under the platform's Python."""
-    return shlex.join([python or sys.executable, "-m", "selfserve.pipelines.launch"])
+    return [python or sys.executable, "-m", "selfserve.pipelines.launch"]
+
+
+def launcher_command(python: str | None = None) -> str:
+    return shlex.join(launcher_argv(python))
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A timestamp of Prefect's API (ISO 8601, maybe ending in Z), timezone-aware; None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def base_job_template() -> dict[str, Any]:

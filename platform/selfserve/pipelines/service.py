@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from selfserve.data.objectstore import ObjectStore
 from selfserve.errors import Conflict, InvalidInput, NotFound, ServiceUnavailable
 from selfserve.pipelines import check, code, envs
-from selfserve.pipelines.prefect import ACTIVE_STATES, Prefect, PrefectError, pool_name
+from selfserve.pipelines.prefect import ACTIVE_STATES, Prefect, PrefectError, parse_time, pool_name
 from selfserve.policy import audit, quotas
 from selfserve.policy.authz import Caller, authorize
 from selfserve.schemas.data import IngestRequest, TransformRequest
@@ -408,25 +408,19 @@ def delete(pipelines: Pipelines, session: Session, caller: Caller, project: str,
 # -- runs -----------------------------------------------------------------------------------------
 
 
-def _dt(value: Any) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-
-
 def run_public(fr: dict[str, Any], names: dict[str, str], record: PipelineRun | None, *, busy: bool) -> RunPublic:
     state = fr.get("state") or {}
     state_type = str(state.get("type") or "SCHEDULED")
     public_state = state_type.lower()
     message = state.get("message")
-    expected = _dt(fr.get("expected_start_time"))
+    expected = parse_time(fr.get("expected_start_time"))
     if state_type == "SCHEDULED" and expected is not None and expected <= datetime.now(UTC) and busy:
         public_state = "waiting"
         message = "waiting for a free run slot (the project's concurrent runs quota is in use)"
     note = record.note if record else None
     if note and state_type in ("CRASHED", "FAILED", "CANCELLED"):
         message = note
-    start, end = _dt(fr.get("start_time")), _dt(fr.get("end_time"))
+    start, end = parse_time(fr.get("start_time")), parse_time(fr.get("end_time"))
     duration = fr.get("total_run_time") if end else None
     if duration is None and start is not None and end is None and state_type == "RUNNING":
         duration = (datetime.now(UTC) - start).total_seconds()
@@ -439,7 +433,7 @@ def run_public(fr: dict[str, Any], names: dict[str, str], record: PipelineRun | 
         state_name=str(state.get("name") or state_type.title()),
         message=message,
         parameters=fr.get("parameters") or {},
-        created_at=_dt(fr.get("created")) or datetime.now(UTC),
+        created_at=parse_time(fr.get("created")) or datetime.now(UTC),
         expected_start_time=expected,
         start_time=start,
         end_time=end,
@@ -549,10 +543,10 @@ def run_logs(
     names = _deployment_names(session, proj)
     logs = pipelines.prefect.logs(run_id, after=after, limit=limit)
     if after is not None:  # Prefect's filter includes lines at exactly `after`: those were read already
-        logs = [row for row in logs if (_dt(row["timestamp"]) or after) > after]
+        logs = [row for row in logs if (parse_time(row["timestamp"]) or after) > after]
     lines = [
         LogLine(
-            time=_dt(row["timestamp"]) or datetime.now(UTC),
+            time=parse_time(row["timestamp"]) or datetime.now(UTC),
             level=_level(int(row.get("level") or 20)),
             message=str(row.get("message") or ""),
             source=str(row.get("name") or ""),

@@ -25,13 +25,12 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import shlex
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from selfserve.pipelines.prefect import FINAL_STATES, Prefect, launcher_command
+from selfserve.pipelines.prefect import FINAL_STATES, Prefect, launcher_argv, parse_time
 from selfserve.settings import Settings, get_settings, inherited_environ
 
 log = logging.getLogger("selfserve.worker")
@@ -49,7 +48,6 @@ class Launch:
     pool: str
     process: asyncio.subprocess.Process
     cancelling: bool = False
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class WorkerHost:
@@ -81,12 +79,23 @@ class WorkerHost:
         answer = await self.call("POST", f"flow_runs/{flow_run_id}/set_state", body, ok404=True)
         return bool(answer) and answer.get("status") == "ACCEPT"
 
-    async def mark(self, flow_run_id: str, state_type: str, message: str) -> None:
+    async def mark(
+        self, flow_run_id: str, state_type: str, message: str | None, *, unless: set[str], name: str | None = None
+    ) -> None:
+        """Set the run's state unless it is already in one of ``unless``; ``message`` None keeps the current
+        state's message. Best effort: a run Prefect no longer has, or an engine away, is left as it is."""
         with contextlib.suppress(Exception):
             fr = await self.call("GET", f"flow_runs/{flow_run_id}", ok404=True)
-            if fr is None or fr["state"]["type"] in FINAL_STATES:
+            if fr is None or fr["state"]["type"] in unless:
                 return
-            await asyncio.to_thread(self.prefect.set_state, flow_run_id, state_type, message)
+            text = message or fr["state"].get("message") or "cancelled"
+            await asyncio.to_thread(self.prefect.set_state, flow_run_id, state_type, text, name=name)
+
+    async def crashed(self, flow_run_id: str, message: str) -> None:
+        await self.mark(flow_run_id, "CRASHED", message, unless=FINAL_STATES)
+
+    async def cancelled(self, flow_run_id: str) -> None:
+        await self.mark(flow_run_id, "CANCELLED", None, unless={"CANCELLED"}, name="Cancelled")
 
     # -- submission ---------------------------------------------------------------------------
 
@@ -113,12 +122,11 @@ class WorkerHost:
                         await self.launch(pool, run_id)
                 except Exception as e:
                     log.warning("cannot start run %s of %s: %s", run_id, pool, e)
-                    await self.mark(run_id, "CRASHED", f"the worker could not start the run: {e}")
+                    await self.crashed(run_id, f"the worker could not start the run: {e}")
 
     async def launch(self, pool: str, flow_run_id: str) -> None:
-        argv = shlex.split(launcher_command())
         env = {**inherited_environ(), "PREFECT__FLOW_RUN_ID": flow_run_id}
-        process = await asyncio.create_subprocess_exec(*argv, env=env, stdin=asyncio.subprocess.DEVNULL)
+        process = await asyncio.create_subprocess_exec(*launcher_argv(), env=env, stdin=asyncio.subprocess.DEVNULL)
         launch = Launch(flow_run_id, pool, process)
         self.launches[flow_run_id] = launch
         log.info("started run %s of %s (launcher pid %s)", flow_run_id, pool, process.pid)
@@ -133,21 +141,13 @@ class WorkerHost:
             self.launches.pop(launch.flow_run_id, None)
         log.info("run %s ended (launcher exit code %s)", launch.flow_run_id, rc)
         if launch.cancelling:
-            await self.finish_cancel(launch.flow_run_id)
+            await self.cancelled(launch.flow_run_id)
         elif self.stopping.is_set():
-            await self.mark(launch.flow_run_id, "CRASHED", "the platform's worker stopped while the run was in flight")
+            await self.crashed(launch.flow_run_id, "the platform's worker stopped while the run was in flight")
         elif rc != 0:
-            await self.mark(launch.flow_run_id, "CRASHED", f"the run's launcher exited with code {rc}")
+            await self.crashed(launch.flow_run_id, f"the run's launcher exited with code {rc}")
 
     # -- cancellation ---------------------------------------------------------------------------
-
-    async def finish_cancel(self, flow_run_id: str) -> None:
-        with contextlib.suppress(Exception):
-            fr = await self.call("GET", f"flow_runs/{flow_run_id}", ok404=True)
-            if fr is None or fr["state"]["type"] == "CANCELLED":
-                return
-            message = fr["state"].get("message") or "cancelled"
-            await asyncio.to_thread(self.prefect.set_state, flow_run_id, "CANCELLED", message, name="Cancelled")
 
     async def cancel_requested(self) -> None:
         """Stop the launchers of runs set to CANCELLING; mark cancelled the ones no launcher holds."""
@@ -170,9 +170,9 @@ class WorkerHost:
                 continue
             if not str(fr.get("work_pool_name") or "").startswith("ss-"):
                 continue
-            since = _parse_time(fr["state"].get("timestamp"))
+            since = parse_time(fr["state"].get("timestamp"))
             if since is None or (now - since).total_seconds() > ORPHAN_CANCEL_SECONDS:
-                await self.finish_cancel(run_id)
+                await self.cancelled(run_id)
 
     # -- loop -----------------------------------------------------------------------------------
 
@@ -236,16 +236,6 @@ class WorkerHost:
                 with contextlib.suppress(ProcessLookupError):
                     launch.process.kill()
             self.prefect.close()
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def main(argv: Any = None) -> int:
