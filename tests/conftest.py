@@ -108,7 +108,13 @@ def sqlite_platform(tmp_path: Path) -> Iterator[Platform]:
 # What must not run next to itself: the real stacks (Prefect, MLflow and the worker), the browser
 # and the end-to-end runs. They live under these directories (the scheduler below sees only test
 # ids), and are marked ``serial``.
-SERIAL_PATHS = ("tests/browser/", "tests/e2e/", "tests/integration/ml/", "tests/integration/pipelines/")
+SERIAL_PATHS = (
+    "tests/browser/",
+    "tests/e2e/",
+    "tests/integration/ml/",
+    "tests/integration/pipelines/",
+    "tests/integration/serving/",
+)
 SERIAL_FIXTURES = {"stack", "fault_stack", "pipeline_env"}
 
 

@@ -74,6 +74,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SELFSERVE_PIPELINES__HEARTBEAT_SECONDS": "1",
         "SELFSERVE_MODELS__ENABLED": "true",
         "SELFSERVE_MODELS__MLFLOW_PORT": str(free_port()),
+        "SELFSERVE_SERVING__RUNTIME_PORT": str(free_port()),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -238,3 +238,84 @@ def wait_job(client: Client, project: str, job_id: int, timeout: float = 120.0) 
             return job
         time.sleep(0.05)
     raise TimeoutError(f"job {job_id} did not end in {timeout} s")
+
+
+# -- serving -----------------------------------------------------------------------------------------
+
+SERVING_INPUTS = [{"name": "age", "type": "long"}, {"name": "income", "type": "double"}]
+
+
+def add_deployment(
+    platform: Platform, project: str, name: str, *, version: int = 1, state: str = "starting", **fields: Any
+) -> None:
+    """A deployment row as the API writes it once the model file is published and the quota taken, in the
+    state the serving runtime leaves it in (for suites that run no runtime and no BentoML)."""
+    from sqlalchemy import select
+
+    from selfserve.policy import quotas
+    from selfserve.store.tables import Project, ServingDeployment
+
+    with platform.store.begin() as s:
+        proj = s.scalar(select(Project).where(Project.name == project))
+        assert proj is not None
+        quotas.reserve(s, proj, "deployments", 1)
+        s.add(
+            ServingDeployment(
+                project_id=proj.id,
+                name=name,
+                model="clf",
+                version=version,
+                model_ref=f"clf@{version}",
+                artifact=f"serving/{project}/clf/{version}/model.skops",
+                signature=SERVING_INPUTS,
+                state=state,
+                created_by="alice",
+                **fields,
+            )
+        )
+
+
+@contextlib.contextmanager
+def mlflow_env(client: Client, project: str) -> Iterator[dict[str, str]]:
+    """The process environment of ``client``'s own MLflow account in ``project``'s workspace (tracking
+    URI, user, password, workspace), as users get it; the previous values come back afterwards."""
+    import warnings
+
+    env = client.mlflow.env(project).environment()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's notices (type hints, pickle formats) are not under test
+            yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def log_skops_model(client: Client, project: str, model: Any, x: Any, *, name: str = "clf") -> int:
+    """Log a fitted scikit-learn ``model`` as the platform's train flow does (skops, signature from ``x``)
+    with ``client``'s own MLflow account, registered as a new version of ``<project>.<name>``; its number."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from selfserve.ml.training import SKOPS_TRUSTED_TYPES
+
+    with mlflow_env(client, project) as env:
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        mlflow.set_experiment(f"{project}/serving")
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=infer_signature(x, model.predict(x)),
+                pip_requirements=["scikit-learn"],
+                serialization_format="skops",
+                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
+                registered_model_name=f"{project}.{name}",
+            )
+    return int(info.registered_model_version)

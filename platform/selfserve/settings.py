@@ -224,6 +224,34 @@ class ModelsSettings(BaseModel):
         return v
 
 
+class ServingSettings(BaseModel):
+    enabled: bool = Field(True, description="Serve models with BentoML; off, serving routes answer 503.")
+    runtime_port: int = Field(8705, ge=0, le=65535, description="Port of the serving runtime (health, logs, nudges).")
+    runtime_host: str = Field("127.0.0.1", description="Address the serving runtime's port binds to.")
+    runtime_url: str | None = Field(
+        None, description="How the API reaches the serving runtime; default 127.0.0.1 on runtime_port."
+    )
+    deployment_host: str = Field(
+        "127.0.0.1", description="Address each deployment's BentoML server binds to (a free port is picked)."
+    )
+    deployment_url_host: str | None = Field(
+        None, description="Host the gateway uses to reach deployments; default deployment_host (127.0.0.1 for 0.0.0.0)."
+    )
+    workers: int = Field(1, ge=1, le=16, description="BentoML worker processes per deployment.")
+    poll_seconds: float = Field(0.5, gt=0, description="How often the runtime compares deployments with processes.")
+    health_seconds: float = Field(2.0, gt=0, description="How often the runtime checks a ready deployment.")
+    ready_timeout: float = Field(180.0, gt=0, description="Seconds a deployment may take to become ready.")
+    restart_backoff_max: float = Field(30.0, gt=0, description="Longest wait before restarting a crashed deployment.")
+    predict_timeout: float = Field(30.0, gt=0, description="Seconds the gateway waits for a deployment's answer.")
+    max_rows: int = Field(1000, ge=1, description="Most rows one predict request may carry.")
+    log_flush_seconds: float = Field(5.0, gt=0, description="How often buffered predictions are written to the log.")
+    log_flush_rows: int = Field(10000, ge=1, description="Buffered predictions that start a write at once.")
+    online_store: Literal["auto", "sqlite", "redis"] = Field(
+        "auto", description="Where feature views live: Redis when redis_url is set (auto), else SQLite under home."
+    )
+    redis_url: str | None = Field(None, description="Redis for the online store, e.g. redis://127.0.0.1:6379/0.")
+
+
 class SecuritySettings(BaseModel):
     session_ttl: str = Field("12h", description="Lifetime of tokens issued at login.")
     max_token_ttl: str = Field("365d", description="Longest lifetime an API token may ask for.")
@@ -275,6 +303,7 @@ class Settings(BaseSettings):
     platform: PlatformSettings = Field(default_factory=PlatformSettings)  # type: ignore[arg-type]
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)  # type: ignore[arg-type]
     models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
+    serving: ServingSettings = Field(default_factory=ServingSettings)  # type: ignore[arg-type]
     quotas: dict[str, str | int | float] = Field(
         default_factory=dict, description="Quotas every new project starts with, by resource."
     )
@@ -316,6 +345,10 @@ class Settings(BaseSettings):
     @property
     def worker_url(self) -> str:
         return (self.pipelines.worker_url or f"http://127.0.0.1:{self.pipelines.worker_port}").rstrip("/")
+
+    @property
+    def serving_runtime_url(self) -> str:
+        return (self.serving.runtime_url or f"http://127.0.0.1:{self.serving.runtime_port}").rstrip("/")
 
     @property
     def runner_api_url(self) -> str:

@@ -9,7 +9,9 @@ does it (from ``config/.env.example`` with its empty secrets filled in) and fed 
 settings classes, so a misspelt or missing ``SELFSERVE_*`` variable fails here rather than in a container.
 The Prefect server and the worker run the api image; they must agree with the API on Prefect's URL and
 auth string, the runner key (derived from the secret key), storage and the home volume. So does MLflow,
-which must agree with the API on its admin password and with the storage on its artifacts' bucket.
+which must agree with the API on its admin password and with the storage on its artifacts' bucket, and the
+serving runtime, which must agree with the API on the metadata DB, storage and the runner key, and be reachable
+by it (with its deployments) over the internal network.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ PUBLISHED = {"api", "console", "mlflow"}
 # Services with a Dockerfile of their own; the others that build run the api image with another command.
 OWN_DOCKERFILE = {"api", "console"}
 # Services that run the api image with another command (built from the api's Dockerfile).
-API_IMAGE = {"prefect-server", "prefect-worker", "mlflow"}
+API_IMAGE = {"prefect-server", "prefect-worker", "mlflow", "serving"}
 API_NEEDS = {
     "SELFSERVE_MODE",
     "SELFSERVE_HOME",
@@ -392,6 +394,7 @@ def test_compose_parses_with_only_known_top_level_keys() -> None:
         "prefect-worker",
         "mlflow-db-init",
         "mlflow",
+        "serving",
         "console",
     }
     assert needed <= set(services()), f"compose.yaml must run {sorted(needed)}; it has {sorted(services())}"
@@ -861,6 +864,74 @@ def test_the_api_administers_mlflow_and_hands_out_its_public_url(monkeypatch: py
     assert services()["api"]["depends_on"]["mlflow"]["condition"] == "service_healthy"
     assert "mlflow" not in " ".join(environment("prefect-worker")).lower(), "runs get MLflow access from the api only"
     assert not any("mlflow" in v.lower() for v in environment("console").values()), "the console knows no MLflow"
+
+
+# --- serving: the runtime and its deployments -------------------------------------------------------------------
+
+
+def serving_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for key, value in environment("serving").items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_serving_runs_the_runtime_with_the_apis_db_storage_and_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = environment("serving")
+    assert command("serving") == ["python", "-m", "selfserve.serving.runtime"], (
+        "serving must run `python -m selfserve.serving.runtime`"
+    )
+    settings = serving_settings(monkeypatch)
+    for key, value in env.items():
+        assert key.startswith("SELFSERVE_"), f"serving gets {key}, which no platform setting reads"
+        path = setting_path(Settings, key)
+        assert setting_value(settings, path) == value, f"serving: {key}={value!r} does not land in settings"
+    assert settings.mode == "compose", "the serving runtime must run with SELFSERVE_MODE=compose"
+    api = environment("api")
+    # The API's nudges and log reads carry the runner key, derived from the secret key.
+    assert settings.resolved_secret_key() == api["SELFSERVE_SECRET_KEY"], "serving's secret key is not the api's"
+    assert env["SELFSERVE_DATABASE__URL"] == api["SELFSERVE_DATABASE__URL"], "serving must read the api's metadata DB"
+    for key in ("URL", "S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "S3_REGION"):
+        assert env.get(f"SELFSERVE_STORAGE__{key}") == api.get(f"SELFSERVE_STORAGE__{key}"), (
+            f"the runtime reads the model files the api publishes: SELFSERVE_STORAGE__{key} differs"
+        )
+    assert settings.serving.runtime_host == "0.0.0.0", "the api reaches the runtime from its own container"
+    assert settings.serving.deployment_host == "0.0.0.0", "the api's gateway reaches deployments from its container"
+    home = env["SELFSERVE_HOME"]
+    assert home in volume_mounts("serving") and volume_mounts("serving")[home] in (raw_compose().get("volumes") or {})
+    assert services()["serving"]["depends_on"]["api"]["condition"] == "service_healthy", (
+        "the runtime must wait for the api, which migrates the metadata DB"
+    )
+    port = settings.serving.runtime_port
+    assert f"127.0.0.1:{port}/health" in healthcheck_text("serving"), "the healthcheck must probe the runtime's /health"
+
+
+def test_the_api_reaches_the_runtime_and_the_deployments_on_the_internal_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime_port = serving_settings(monkeypatch).serving.runtime_port
+    for key in environment("serving"):
+        monkeypatch.delenv(key)
+    for key, value in environment("api").items():
+        monkeypatch.setenv(key, value)
+    api = Settings()
+    assert api.serving.enabled and api.serving_runtime_url == f"http://serving:{runtime_port}"
+    assert api.serving.deployment_url_host == "serving", "the gateway must reach deployments at serving:<port>"
+    svc = services()["serving"]
+    assert not svc.get("ports") and not svc.get("expose"), "serving and its deployments must not be published"
+    internal = {n for n, spec in (raw_compose().get("networks") or {}).items() if (spec or {}).get("internal")}
+    assert set(svc["networks"]) == internal, "serving must be on the internal network only"
+    assert not any("serving" in v for v in environment("console").values()), "the console knows no serving runtime"
+
+
+def test_feature_views_live_in_the_internal_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in environment("api").items():
+        monkeypatch.setenv(key, value)
+    api = Settings()
+    assert (api.serving.online_store, api.serving.redis_url) == ("redis", "redis://redis:6379/0")
+    redis = services()["redis"]
+    assert services()["api"]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    assert not redis.get("ports") and redis["networks"] == ["internal"], "Redis must not be published"
+    assert "redis-data:/data" in redis["volumes"], "the online store must survive a restart"
 
 
 # --- Dockerfiles and .dockerignore -------------------------------------------------------------------------------

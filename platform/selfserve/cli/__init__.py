@@ -19,7 +19,7 @@ app = typer.Typer(
 
 # Modules whose commands sit at the top level (``selfserve up``, ``selfserve login``): each has
 # ``register(app)``.
-TOP_LEVEL = ["runtime", "auth", "ingest", "transform", "train"]
+TOP_LEVEL = ["runtime", "auth", "ingest", "transform", "train", "predict"]
 
 # (module, command name) for nouns with sub-commands (``selfserve project create``); order is --help's.
 NOUNS = [
@@ -38,6 +38,9 @@ NOUNS = [
     ("mlflow", "mlflow"),
     ("experiment", "experiment"),
     ("model", "model"),
+    ("deployment", "deployment"),
+    ("route", "route"),
+    ("feature", "feature"),
 ]
 
 

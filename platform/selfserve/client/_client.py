@@ -9,6 +9,7 @@ import httpx
 from selfserve import schemas
 from selfserve.client import _credentials
 from selfserve.client._data import DatasetsClient, JobsClient, ProductsClient, SourcesClient
+from selfserve.client._features import FeaturesClient
 from selfserve.client._ml import MLflowClient
 from selfserve.client._models import ExperimentsClient, ModelsClient
 from selfserve.client._nouns import (
@@ -21,6 +22,7 @@ from selfserve.client._nouns import (
 )
 from selfserve.client._pipelines import FlowsClient, RunsClient
 from selfserve.client._routes import ROUTES
+from selfserve.client._serving import DeploymentsClient, RoutesClient
 from selfserve.errors import InvalidInput, ServiceUnavailable, Unauthenticated, error_from_response
 from selfserve.settings import get_client_settings
 
@@ -123,6 +125,18 @@ class Client:
     @cached_property
     def mlflow(self) -> MLflowClient:
         return MLflowClient(self)
+
+    @cached_property
+    def deployments(self) -> DeploymentsClient:
+        return DeploymentsClient(self)
+
+    @cached_property
+    def routes(self) -> RoutesClient:
+        return RoutesClient(self)
+
+    @cached_property
+    def features(self) -> FeaturesClient:
+        return FeaturesClient(self)
 
     # -- session ------------------------------------------------------------------------
     @property

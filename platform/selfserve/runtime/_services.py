@@ -90,12 +90,16 @@ def services(settings: Settings) -> list[ServiceSpec]:
         "SELFSERVE_PIPELINES__WORKER_PORT": str(settings.pipelines.worker_port),
         "SELFSERVE_MODELS__ENABLED": str(settings.models.enabled).lower(),
         "SELFSERVE_MODELS__MLFLOW_PORT": str(settings.models.mlflow_port),
+        "SELFSERVE_SERVING__ENABLED": str(settings.serving.enabled).lower(),
+        "SELFSERVE_SERVING__RUNTIME_PORT": str(settings.serving.runtime_port),
         "PYTHONUNBUFFERED": "1",
     }
     console_port = settings.server.console_port
     specs = pipeline_services(settings, common) if settings.pipelines.enabled else []
     if settings.models.enabled:
         specs.append(mlflow_service(settings, common))
+        if settings.serving.enabled:
+            specs.append(serving_service(settings, common))
     return specs + [
         ServiceSpec(
             name="api",
@@ -196,4 +200,20 @@ def mlflow_service(settings: Settings, common: Mapping[str, str]) -> ServiceSpec
         url=f"http://127.0.0.1:{port}",
         port_setting="models.mlflow_port",
         env={**common, "SELFSERVE_MODELS__MLFLOW_HOST": "127.0.0.1"},
+    )
+
+
+def serving_service(settings: Settings, common: Mapping[str, str]) -> ServiceSpec:
+    """The serving runtime, which runs a BentoML server per deployment; the API reaches it (nudges, logs)
+    with the runner key, the gateway reaches its deployments on the ports recorded in their rows."""
+    serving = settings.serving
+    return ServiceSpec(
+        name="serving",
+        argv=(sys.executable, "-m", "selfserve.serving.runtime"),
+        host=serving.runtime_host,
+        port=serving.runtime_port,
+        health_path="/health",
+        url=f"http://{local_address(serving.runtime_host)}:{serving.runtime_port}",
+        port_setting="serving.runtime_port",
+        env=dict(common),
     )

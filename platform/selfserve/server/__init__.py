@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         audit,
         auth,
         datasets,
+        features,
         flows,
         meta,
         mlflow,
@@ -72,10 +73,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         projects,
         quotas,
         runner,
+        serving,
         sources,
         tokens,
         users,
     )
+    from selfserve.serving.service import Runtime
 
     settings = settings or get_settings()
     store = store or Store(settings.database_url, echo=settings.database.echo)
@@ -103,7 +106,17 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             )
             reconciler = Reconciler(settings, store, app.state.pipelines)
             reconciler.start()
+        feature_sync = FeatureSync(app.state.features, app.state.object_store)
+        feature_sync.start()
+        predlog = app.state.gateway.predlog if app.state.gateway is not None else None
+        if predlog is not None:
+            predlog.start()
         yield
+        if predlog is not None:
+            await app.state.gateway.close()
+            await anyio.to_thread.run_sync(predlog.close)
+        feature_sync.stop()
+        app.state.features.close()
         if reconciler is not None:
             reconciler.stop()
             await app.state.prefect_http.aclose()
@@ -129,6 +142,17 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app.state.pipelines = Pipelines(settings, app.state.object_store)
     app.state.run_scopes = Scopes()
     app.state.registry = Registry(settings)
+    app.state.serving_runtime = Runtime(settings)
+    from selfserve.serving.features import FeatureSync, OnlineFeatures
+
+    app.state.features = OnlineFeatures(settings, store)
+    app.state.gateway = None
+    if settings.serving.enabled:
+        from selfserve.serving.gateway import Gateway
+        from selfserve.serving.predlog import PredictionLog
+
+        predictions = PredictionLog(settings, store, app.state.object_store)
+        app.state.gateway = Gateway(settings, store, predictions, app.state.features)
     errors.install(app)
     modules = (
         meta,
@@ -145,9 +169,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         runner,
         models,
         mlflow,
+        serving,
+        features,
     )
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(serving.metrics_router, prefix=API_PREFIX)
     # A file upload is limited by data.max_upload_bytes (plus its multipart envelope), not by the JSON limit.
     uploads = (datasets.UPLOAD_PATH, settings.data.max_upload_bytes + datasets.UPLOAD_ENVELOPE_BYTES)
     code = (flows.DEPLOY_PATH, settings.pipelines.max_code_bytes + flows.DEPLOY_ENVELOPE_BYTES)

@@ -403,3 +403,87 @@ class MlflowIdentity(Base):
     secret: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ServingDeployment(Base):
+    """One registered model version served by a BentoML process of the serving runtime.
+
+    The API writes the row (the wish); the runtime owns ``state``, ``port``, ``pid``, ``restarts`` and
+    ``last_error`` (what is). Deleting the row is how a deployment is stopped.
+    """
+
+    __tablename__ = "serving_deployments"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))  # the name in the project, without "<project>."
+    version: Mapped[int] = mapped_column(Integer)
+    model_ref: Mapped[str] = mapped_column(String(140))  # what was asked for: "clf@champion" or "clf/7"
+    artifact: Mapped[str] = mapped_column(String(512))  # object-store key of the model file
+    signature: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{"name", "type"}] inputs
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|starting|ready|restarting|failed
+    port: Mapped[int | None] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class ServingRoute(Base):
+    """A stable predict endpoint of a project. ``spec``: targets with weights, sticky key, shadow, feature view."""
+
+    __tablename__ = "serving_routes"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ServingRouteRevision(Base):
+    """Every spec a route has had, in order: its history, and what a rollback returns to."""
+
+    __tablename__ = "serving_route_revisions"
+    __table_args__ = (UniqueConstraint("route_id", "revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    route_id: Mapped[int] = mapped_column(ForeignKey("serving_routes.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    action: Mapped[str] = mapped_column(String(16))  # create | set | switch | rollback
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FeatureView(Base):
+    """A dataset keyed by an entity column, materialized into the online store."""
+
+    __tablename__ = "feature_views"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|materializing|ready|failed
+    materialized_version: Mapped[int | None] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    materialized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

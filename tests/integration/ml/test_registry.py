@@ -9,7 +9,6 @@ promotes as MLflow's admin; each test reads the content or works on a model no o
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ import pytest
 
 from selfserve import Client, Conflict, InvalidInput, NotFound, PermissionDenied
 from tests.pipeline_stack import Stack
+from tests.support import mlflow_env
 
 pytestmark = pytest.mark.integration
 
@@ -49,17 +49,8 @@ def mlflow_as(client: Client, project: str) -> Iterator[Any]:
     """The plain ``mlflow`` client, as ``client``'s own MLflow account in ``project``'s workspace."""
     import mlflow
 
-    env = client.mlflow.env(project).environment()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mlflow_env(client, project) as env:
         yield mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _log_runs(ml: Any, experiment: str, runs: list[tuple[str, dict[str, str], dict[str, float]]]) -> list[str]:

@@ -51,14 +51,22 @@ from sqlalchemy import delete, func, select
 from selfserve import schemas
 from selfserve.policy import identity, projects, tokens
 from selfserve.policy.authz import Caller
-from selfserve.schemas import data, models, pipelines
+from selfserve.schemas import data, models, pipelines, serving
 from selfserve.server import API_PREFIX, create_app
 from selfserve.server.deps import ACTION_KEY, SCOPE_KEY
 from selfserve.server.routes import runner
 from selfserve.settings import Settings, get_settings
 from selfserve.store import Store
-from selfserve.store.tables import AuditEvent, FlowDeployment, Membership, Principal, Project, QuotaRequest
-from tests.support import Platform
+from selfserve.store.tables import (
+    AuditEvent,
+    FlowDeployment,
+    Membership,
+    Principal,
+    Project,
+    QuotaRequest,
+    ServingDeployment,
+)
+from tests.support import Platform, free_port
 
 # Who may call what is decided by authorize(), not by the database: SQLite only (see tests/conftest.py).
 STORE_INDEPENDENT = True
@@ -197,21 +205,27 @@ def matches(status: int, want: int | str) -> bool:
     return status == want
 
 
-# Routes that need an engine the unit suite does not run: Prefect (flows, runs) and MLflow (experiments,
-# models, the caller's own ``mlflow`` account; ``/runs/compare`` is under ``/runs``).
+# Routes that need an engine the unit suite does not run: Prefect (flows, runs), MLflow (experiments,
+# models, the caller's own ``mlflow`` account; ``/runs/compare`` is under ``/runs``) and the serving
+# runtime with its BentoML processes (deployments; a route's predict).
 ENGINE_ROUTES = tuple(
-    f"{API_PREFIX}/projects/{{project}}/{noun}" for noun in ("flows", "runs", "experiments", "models", "mlflow")
+    f"{API_PREFIX}/projects/{{project}}/{noun}"
+    for noun in ("flows", "runs", "experiments", "models", "mlflow", "deployments", "routes/{name}/predict")
 )
+# Data-plane calls whose record is the prediction log (``predictions-<route>``, ``feedback-<route>``),
+# not the audit trail: a success writes no audit record (a refusal does, as everywhere).
+LOGGED_ELSEWHERE = {"route:invoke"}
 
 
 def pipelines_off(route: Route, resp: httpx.Response) -> bool:
-    """A pipeline or model route that answered 503 because pipelines or models are off.
+    """A pipeline, model or serving route that answered 503 because its engine is off.
 
     The unit suite runs without a Prefect or MLflow server (``SELFSERVE_PIPELINES__ENABLED=false``
     and ``SELFSERVE_MODELS__ENABLED=false`` in ``tests/conftest.py``), so a route that needs one
     answers 503 once the caller is authorized; that 503 proves the authorization passed. Only the
-    routes under a project's ``/flows``, ``/runs``, ``/experiments``, ``/models`` and ``/mlflow``, only
-    ``service_unavailable``: a 503 anywhere else is a failure.
+    routes under a project's ``/flows``, ``/runs``, ``/experiments``, ``/models``, ``/mlflow`` and
+    ``/deployments`` and a route's predict (no BentoML process answers), only ``service_unavailable``:
+    a 503 anywhere else is a failure.
     """
     pipeline_route = route.path.startswith(ENGINE_ROUTES)
     if not pipeline_route or resp.status_code != 503:
@@ -249,6 +263,7 @@ CONTRACT = "columns:\n  id: {type: integer}\n"
 FLOW = "nightly"
 RUN_ID = "6f1c1a52-8d0e-4f55-9a55-0d6c2b8e3f10"  # a flow run Prefect would know
 MLFLOW_RUN_ID = "0f3a9c1e5b7d4e2a8c6b1d0e9f8a7b6c"  # an MLflow run
+DEPLOYMENT, ROUTE = "dep", "score"
 
 
 @cache
@@ -276,6 +291,14 @@ def needs(route: Route) -> set[str]:
         found.add("product")
     if "/flows/{name}" in path:
         found.add("flow")
+    if "/deployments/{name}" in path or path.endswith("/routes"):
+        found.add("deployment")
+    if "/routes/{name}" in path:
+        found |= {"deployment", "route"}
+    if "/features" in path:
+        found.add("dataset")
+    if "/features/{name}" in path:
+        found.add("feature")
     return found
 
 
@@ -364,9 +387,15 @@ class World:
             p = case.project(which)
             if "flow" in wanted:
                 self._flow(p)
+            if "deployment" in wanted:
+                self._deployment(p)
+            if "route" in wanted:
+                self._admin("POST", f"/projects/{p}/routes", json={"name": ROUTE, "targets": {DEPLOYMENT: 100}})
             if "dataset" in wanted:
                 self._admin("POST", f"/projects/{p}/datasets/sales/upload", files={"file": ("sales.csv", CSV)})
                 self._admin("PUT", f"/projects/{p}/datasets/sales/contract", json={"contract": CONTRACT})
+            if "feature" in wanted:
+                self._admin("POST", f"/projects/{p}/features", json={"name": "sales", "dataset": "sales", "key": "id"})
             if "source" in wanted:
                 self._admin(
                     "POST",
@@ -403,6 +432,26 @@ class World:
                     code_sha="0" * 64,
                     prefect_id=str(uuid.uuid4()),
                     parameters={},
+                    created_by="owner",
+                )
+            )
+
+    def _deployment(self, project: str) -> None:
+        """A deployment as the serving runtime leaves it once ready, on a port where nothing listens (no
+        BentoML in the unit suite): a predict reaches the gateway's forwarding and gets a 503."""
+        with self.store.begin() as s:
+            proj = s.scalar(select(Project).where(Project.name == project))
+            s.add(
+                ServingDeployment(
+                    project_id=proj.id,
+                    name=DEPLOYMENT,
+                    model="clf",
+                    version=1,
+                    model_ref="clf@1",
+                    artifact=f"serving/{project}/clf/1/model.skops",
+                    signature=[{"name": "age", "type": "long"}],
+                    state="ready",
+                    port=free_port(),
                     created_by="owner",
                 )
             )
@@ -452,6 +501,10 @@ def _name_param(route: Route, case: Case, which: str | None, cred: Credentials) 
         return "src"
     if "/flows/" in route.path:
         return FLOW
+    if "/deployments/" in route.path:
+        return DEPLOYMENT
+    if "/routes/" in route.path:
+        return ROUTE
     return "sales"
 
 
@@ -473,6 +526,7 @@ PATH_VALUES: dict[str, Fill] = {
     "flow_run_id": lambda r, c, which, cred: RUN_ID,
     "path": lambda r, c, which, cred: f"flow_runs/{RUN_ID}",
     "version": lambda r, c, which, cred: "1",
+    "key": lambda r, c, which, cred: "1",
 }
 
 BODIES: dict[type[BaseModel], Fill] = {
@@ -504,6 +558,14 @@ BODIES: dict[type[BaseModel], Fill] = {
     models.CompareRequest: lambda r, c, w, cred: {"run_ids": [MLFLOW_RUN_ID, MLFLOW_RUN_ID[::-1]]},
     models.PromoteRequest: lambda r, c, w, cred: {"version": 1, "reason": "promoted by the matrix"},
     models.RollbackRequest: lambda r, c, w, cred: {"reason": "rolled back by the matrix"},
+    serving.FeatureViewCreate: lambda r, c, w, cred: {"name": f"made-{c.n}", "dataset": "sales", "key": "id"},
+    serving.DeploymentCreate: lambda r, c, w, cred: {"name": f"made-{c.n}", "model": "clf@champion"},
+    serving.RouteCreate: lambda r, c, w, cred: {"name": f"made-{c.n}", "targets": {DEPLOYMENT: 100}},
+    serving.RouteSpec: lambda r, c, w, cred: {"targets": {DEPLOYMENT: 100}},
+    serving.RouteSwitch: lambda r, c, w, cred: {"to": DEPLOYMENT},
+    serving.RouteRollback: lambda r, c, w, cred: {"reason": "rolled back by the matrix"},
+    serving.PredictRequest: lambda r, c, w, cred: {"rows": [{"age": 1}]},
+    serving.FeedbackRequest: lambda r, c, w, cred: {"labels": [{"request_id": "r1", "label": 1}]},
     runner.Heartbeat: lambda r, c, w, cred: {"cpu_seconds": 1.0, "rss_bytes": 1024},
     runner.Finish: lambda r, c, w, cred: {"exit_code": 0},
 }
@@ -599,6 +661,8 @@ def _audit_problem(
     if 200 <= status < 300:
         if is_read(route):
             return ""  # a read that happens to be a POST (a test, a check, a query) changes nothing
+        if route.action in LOGGED_ELSEWHERE:
+            return ""
         # A change is recorded under its own verb of the same noun (member:write -> member:add).
         nouns = {noun(route.action)} | RECORDED_UNDER.get(route.action or "", set())
         ok = [e for e in mine if e.outcome == "ok" and noun(e.action) in nouns]
