@@ -14,8 +14,13 @@ from it. The deployment is skipped, saying why, when pipelines are off or the se
 directory (``file`` sources read only the directories an admin opened in ``data.file_roots``).
 
 The model step deploys the built-in train flow (``train-churn``) on ``customer-features`` and starts
-one run: it registers ``demo.churn`` and makes its best candidate champion. Seeding does not wait for
-it (``selfserve run list demo`` follows it); it is skipped, saying why, when pipelines or models are off.
+one run: it registers ``demo.churn`` and makes its best candidate champion; it is skipped, saying why,
+when pipelines or models are off.
+
+The serving step waits for that champion, serves it with BentoML (deployment ``churn-champion``)
+behind route ``churn``, whose rows are filled from the feature view ``customers`` on
+``customer-features`` (a request carries only a customer id), and sends it 200 predictions with the
+true labels as feedback.
 """
 
 from __future__ import annotations
@@ -260,6 +265,83 @@ def churn_model(client: Client) -> Seeded:
     return Seeded(what, "created", f"training run {run.id} started")
 
 
+FEATURE_VIEW = "customers"
+DEPLOYMENT = "churn-champion"
+ROUTE = "churn"
+DEMO_REQUESTS = 200
+# The first training run starts Prefect's engine and MLflow's client on a busy machine: minutes at worst.
+CHAMPION_WAIT_SECONDS = 600.0
+READY_WAIT_SECONDS = 300.0
+
+
+def _champion(client: Client, timeout: float) -> int | str:
+    """The champion's version once the demo's training run made one, or why there is none."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            champion = client.models.get(PROJECT, MODEL).champion
+        except NotFound:
+            champion = None
+        if champion is not None:
+            return champion
+        runs = client.runs.list(PROJECT, flow=TRAIN_FLOW, limit=1)
+        if not runs:
+            return f"no run of {TRAIN_FLOW} to make a champion"
+        if runs[0].state in ("failed", "crashed", "cancelled", "completed"):
+            # A completed run registers the champion just before it ends: look once more.
+            try:
+                champion = client.models.get(PROJECT, MODEL).champion
+            except NotFound:
+                champion = None
+            return champion if champion is not None else f"training run {runs[0].id} ended {runs[0].state}"
+        if time.monotonic() > deadline:
+            return f"training run {runs[0].id} is still {runs[0].state} after {timeout:.0f} s; rerun `selfserve demo`"
+        time.sleep(2.0)
+
+
+def churn_serving(client: Client) -> Seeded:
+    """Route ``churn``: the champion of ``churn`` served by BentoML (deployment ``churn-champion``), its rows
+    filled from feature view ``customers`` (so a request needs only a customer id), and some traffic with
+    the true labels sent back as feedback, so the route's log and charts have content."""
+    what = f"route {PROJECT}/{ROUTE}"
+    if skip := _unseen(client, what):
+        return skip
+    try:
+        client.routes.get(PROJECT, ROUTE)
+        return Seeded(what, "exists")
+    except NotFound:
+        pass
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    try:
+        champion = _champion(client, CHAMPION_WAIT_SECONDS)
+        if isinstance(champion, str):
+            return Seeded(what, "skipped", champion)
+        if not any(v.name == FEATURE_VIEW for v in client.features.list(PROJECT)):
+            client.features.create(PROJECT, FEATURE_VIEW, dataset=FEATURES, key="customer_id")
+        if not any(d.name == DEPLOYMENT for d in client.deployments.list(PROJECT)):
+            client.deployments.create(PROJECT, DEPLOYMENT, f"{MODEL}@champion")
+        client.deployments.wait_ready(PROJECT, DEPLOYMENT, timeout=READY_WAIT_SECONDS)
+        client.routes.create(PROJECT, ROUTE, DEPLOYMENT, feature_view=FEATURE_VIEW)
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    sample = client.datasets.query(
+        PROJECT, f"SELECT customer_id, churned FROM customer_features ORDER BY customer_id LIMIT {DEMO_REQUESTS}"
+    )
+    labels = {}
+    for customer_id, churned in sample.rows:
+        answer = client.routes.predict(PROJECT, ROUTE, {"customer_id": customer_id})
+        labels[answer.request_id] = churned
+    client.routes.feedback(PROJECT, ROUTE, labels)
+    return Seeded(
+        what,
+        "created",
+        f"{len(labels)} predictions by {MODEL} v{champion} on deployment {DEPLOYMENT}, with their labels",
+    )
+
+
 STEPS: list[Callable[[Client], Seeded]] = [
     project,
     customers,
@@ -269,6 +351,7 @@ STEPS: list[Callable[[Client], Seeded]] = [
     files_source,
     hourly_ingest,
     churn_model,
+    churn_serving,
 ]
 
 
