@@ -328,7 +328,9 @@ def churn_serving(client: Client) -> Seeded:
     except ServiceUnavailable as e:
         return Seeded(what, "skipped", str(e))
     sample = client.datasets.query(
-        PROJECT, f"SELECT customer_id, churned FROM customer_features ORDER BY customer_id LIMIT {DEMO_REQUESTS}"
+        PROJECT,
+        f"SELECT customer_id, churned FROM customer_features ORDER BY customer_id LIMIT {DEMO_REQUESTS}",
+        limit=DEMO_REQUESTS,
     )
     labels = {}
     for customer_id, churned in sample.rows:
