@@ -252,6 +252,19 @@ class ServingSettings(BaseModel):
     redis_url: str | None = Field(None, description="Redis for the online store, e.g. redis://127.0.0.1:6379/0.")
 
 
+class MonitoringSettings(BaseModel):
+    webhook_allowlist: list[str] = Field(
+        default_factory=list,
+        description="Hosts or networks (e.g. hooks.internal, 10.1.0.0/16) webhooks may reach although not public.",
+    )
+    webhook_allow_private: bool = Field(
+        False, description="Let webhooks reach loopback, private and link-local addresses (single-user machines)."
+    )
+    webhook_timeout: float = Field(5.0, gt=0, description="Seconds a webhook POST may take.")
+    max_rows: int = Field(100_000, ge=1, le=1_000_000, description="Most logged rows of a window one run reads.")
+    max_report_bytes: int = Field(50 * 2**20, gt=0, description="Largest HTML report a monitor run may store.")
+
+
 class SecuritySettings(BaseModel):
     session_ttl: str = Field("12h", description="Lifetime of tokens issued at login.")
     max_token_ttl: str = Field("365d", description="Longest lifetime an API token may ask for.")
@@ -304,6 +317,7 @@ class Settings(BaseSettings):
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)  # type: ignore[arg-type]
     models: ModelsSettings = Field(default_factory=ModelsSettings)  # type: ignore[arg-type]
     serving: ServingSettings = Field(default_factory=ServingSettings)  # type: ignore[arg-type]
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)  # type: ignore[arg-type]
     quotas: dict[str, str | int | float] = Field(
         default_factory=dict, description="Quotas every new project starts with, by resource."
     )

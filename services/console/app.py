@@ -32,6 +32,7 @@ else:
             st.Page("views/experiments.py", title="Experiments", icon=":material/science:", url_path="experiments"),
             st.Page("views/models.py", title="Models", icon=":material/model_training:", url_path="models"),
             st.Page("views/serving.py", title="Serving", icon=":material/rocket_launch:", url_path="serving"),
+            st.Page("views/monitoring.py", title="Monitoring", icon=":material/monitoring:", url_path="monitoring"),
             st.Page("views/products.py", title="Data products", icon=":material/storefront:", url_path="products"),
             st.Page("views/members.py", title="Members", icon=":material/group:"),
             st.Page("views/audit.py", title="Audit trail", icon=":material/history:", url_path="audit"),

@@ -41,6 +41,8 @@ NOUNS = [
     ("deployment", "deployment"),
     ("route", "route"),
     ("feature", "feature"),
+    ("monitor", "monitor"),
+    ("alert", "alert"),
 ]
 
 

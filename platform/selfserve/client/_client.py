@@ -12,6 +12,7 @@ from selfserve.client._data import DatasetsClient, JobsClient, ProductsClient, S
 from selfserve.client._features import FeaturesClient
 from selfserve.client._ml import MLflowClient
 from selfserve.client._models import ExperimentsClient, ModelsClient
+from selfserve.client._monitoring import AlertsClient, MonitorsClient
 from selfserve.client._nouns import (
     AuditClient,
     MembersClient,
@@ -137,6 +138,14 @@ class Client:
     @cached_property
     def features(self) -> FeaturesClient:
         return FeaturesClient(self)
+
+    @cached_property
+    def monitors(self) -> MonitorsClient:
+        return MonitorsClient(self)
+
+    @cached_property
+    def alerts(self) -> AlertsClient:
+        return AlertsClient(self)
 
     # -- session ------------------------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ from selfserve.pipelines.prefect import ACTIVE_STATES, Prefect, PrefectError, pa
 from selfserve.policy import audit, quotas
 from selfserve.policy.authz import Caller, authorize
 from selfserve.schemas.data import IngestRequest, TransformRequest
+from selfserve.schemas.monitoring import MonitorRequest
 from selfserve.schemas.pipelines import (
     BuiltinDeploy,
     FlowDeploymentPublic,
@@ -39,11 +40,19 @@ from selfserve.schemas.training import TrainRequest
 from selfserve.settings import Settings, parse_duration
 from selfserve.store.tables import FlowDeployment, PipelineRun, Project
 
-BUILTIN_ENTRYPOINTS = {"ingest": "ingest.py:ingest", "transform": "transform.py:transform", "train": "train.py:train"}
-BUILTIN_REQUESTS: dict[str, type[IngestRequest] | type[TransformRequest] | type[TrainRequest]] = {
+BUILTIN_ENTRYPOINTS = {
+    "ingest": "ingest.py:ingest",
+    "transform": "transform.py:transform",
+    "train": "train.py:train",
+    "monitor": "monitor.py:monitor",
+}
+BUILTIN_REQUESTS: dict[
+    str, type[IngestRequest] | type[TransformRequest] | type[TrainRequest] | type[MonitorRequest]
+] = {
     "ingest": IngestRequest,
     "transform": TransformRequest,
     "train": TrainRequest,
+    "monitor": MonitorRequest,
 }
 # What deploying a built-in takes besides flow:write: its runs act as the project's service account,
 # so the deployer must be allowed what they do (a train run registers and promotes models).
@@ -51,6 +60,7 @@ BUILTIN_ACTIONS = {
     "ingest": ("dataset:write",),
     "transform": ("dataset:write",),
     "train": ("dataset:read", "experiment:write", "model:write", "model:promote"),
+    "monitor": ("dataset:read", "monitor:write"),
 }
 # Pull step for every platform deployment: the launcher has already put the code in the working directory.
 PULL_STEPS = [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
@@ -335,6 +345,11 @@ def deploy_builtin(
         _check_train(session, proj, request)
         if not pipelines.settings.models.enabled:
             raise ServiceUnavailable("models are not enabled on this platform (setting models.enabled)")
+    elif isinstance(request, MonitorRequest):
+        from selfserve.store.tables import Monitor
+
+        if not session.scalar(select(Monitor.id).where(Monitor.project_id == proj.id, Monitor.route == request.route)):
+            raise InvalidInput(f"invalid monitor parameters: no monitor on route {request.route!r}")
     elif (request.sql is None) == (request.polars is None):
         raise InvalidInput("invalid transform parameters: give exactly one of sql or polars")
     pipelines.prefect  # noqa: B018 - refuse (503) before any work when pipelines are off

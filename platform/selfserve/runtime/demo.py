@@ -20,7 +20,8 @@ when pipelines or models are off.
 The serving step waits for that champion, serves it with BentoML (deployment ``churn-champion``)
 behind route ``churn``, whose rows are filled from the feature view ``customers`` on
 ``customer-features`` (a request carries only a customer id), and sends it 200 predictions with the
-true labels as feedback.
+true labels as feedback. The monitoring step watches that route (drift of its inputs against the
+data the champion was trained on, every 15 minutes) and starts one run.
 """
 
 from __future__ import annotations
@@ -344,6 +345,32 @@ def churn_serving(client: Client) -> Seeded:
     )
 
 
+MONITOR_SCHEDULE = "*/15 * * * *"
+
+
+def churn_monitor(client: Client) -> Seeded:
+    """A monitor on route ``churn``: its logged inputs against the data the champion was trained on, every
+    15 minutes over the last hour, alerting when 30% of the columns drift; one run starts now."""
+    what = f"monitor {PROJECT}/{ROUTE}"
+    if skip := _unseen(client, what):
+        return skip
+    try:
+        client.monitors.get(PROJECT, ROUTE)
+        return Seeded(what, "exists")
+    except NotFound:
+        pass
+    try:
+        client.routes.get(PROJECT, ROUTE)
+    except (NotFound, ServiceUnavailable):
+        return Seeded(what, "skipped", f"route {ROUTE} is not there")
+    try:
+        client.monitors.create(PROJECT, ROUTE, label="churned", schedule=MONITOR_SCHEDULE, window_seconds=3600)
+        run_id = client.monitors.run(PROJECT, ROUTE)
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    return Seeded(what, "created", f"every 15 minutes; first run {run_id} started")
+
+
 STEPS: list[Callable[[Client], Seeded]] = [
     project,
     customers,
@@ -354,6 +381,7 @@ STEPS: list[Callable[[Client], Seeded]] = [
     hourly_ingest,
     churn_model,
     churn_serving,
+    churn_monitor,
 ]
 
 

@@ -16,7 +16,7 @@ _CRON = re.compile(rf"^\s*{_CRON_FIELD}(\s+{_CRON_FIELD}){{4}}\s*$")
 RunState = Literal[
     "scheduled", "waiting", "pending", "running", "completed", "failed", "crashed", "cancelling", "cancelled", "paused"
 ]
-BUILTIN_FLOWS = ("ingest", "transform", "train")
+BUILTIN_FLOWS = ("ingest", "transform", "train", "monitor")
 
 
 def check_cron(value: str | None) -> str | None:
@@ -43,7 +43,7 @@ class Schedule(Model):
 class BuiltinDeploy(Model):
     """Schedule a built-in flow (``ingest``, ``transform`` or ``train``) with fixed parameters."""
 
-    flow: Literal["ingest", "transform", "train"]
+    flow: Literal["ingest", "transform", "train", "monitor"]
     name: Name
     parameters: dict[str, Any] = Field(default_factory=dict)
     schedule: Schedule | None = None

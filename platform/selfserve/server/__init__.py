@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         meta,
         mlflow,
         models,
+        monitoring,
         products,
         projects,
         quotas,
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         mlflow,
         serving,
         features,
+        monitoring,
     )
     for module in modules:
         app.include_router(module.router, prefix=API_PREFIX)
@@ -178,5 +180,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # A file upload is limited by data.max_upload_bytes (plus its multipart envelope), not by the JSON limit.
     uploads = (datasets.UPLOAD_PATH, settings.data.max_upload_bytes + datasets.UPLOAD_ENVELOPE_BYTES)
     code = (flows.DEPLOY_PATH, settings.pipelines.max_code_bytes + flows.DEPLOY_ENVELOPE_BYTES)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, larger=[uploads, code])
+    reports = (monitoring.RECORD_PATH, settings.monitoring.max_report_bytes + monitoring.RECORD_ENVELOPE_BYTES)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes, larger=[uploads, code, reports])
     return app

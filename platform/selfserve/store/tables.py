@@ -487,3 +487,70 @@ class FeatureView(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Monitor(Base):
+    """Drift and quality watch over one route's prediction log, against a reference dataset version."""
+
+    __tablename__ = "monitors"
+    __table_args__ = (UniqueConstraint("project_id", "route"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    route: Mapped[str] = mapped_column(String(64))
+    reference_dataset: Mapped[str] = mapped_column(String(64))
+    reference_version: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str | None] = mapped_column(String(255))  # the reference's label column, for quality
+    task: Mapped[str | None] = mapped_column(String(16))  # classification | regression
+    window_seconds: Mapped[int] = mapped_column(Integer)
+    schedule: Mapped[str | None] = mapped_column(String(120))  # cron; None: on demand only
+    drift_share: Mapped[float] = mapped_column(Float)
+    on_drift: Mapped[str] = mapped_column(String(16), default="alert")  # alert | retrain
+    policy: Mapped[str] = mapped_column(String(16), default="auto")  # auto | manual
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    flow_deployment: Mapped[str | None] = mapped_column(String(64))  # the built-in monitor flow's deployment
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class MonitorRun(Base):
+    """One computation of a monitor: its summary here, the full HTML report in the object store."""
+
+    __tablename__ = "monitor_runs"
+    __table_args__ = (Index("ix_monitor_runs_monitor_created", "monitor_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    monitor_id: Mapped[int] = mapped_column(ForeignKey("monitors.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))  # ok | drift | no_data | error
+    drift_share: Mapped[float | None] = mapped_column(Float)
+    columns: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    rows_reference: Mapped[int] = mapped_column(Integer, default=0)
+    rows_current: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report_key: Mapped[str | None] = mapped_column(String(512))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Alert(Base):
+    """A threshold a monitor crossed; sent to the monitor's webhook when it has one."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_project_created", "project_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    monitor_id: Mapped[int | None] = mapped_column(ForeignKey("monitors.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("monitor_runs.id", ondelete="SET NULL"))
+    route: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # drift | quality
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    webhook: Mapped[str | None] = mapped_column(String(255))  # how sending it went: sent 200 | refused ... | failed ...
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

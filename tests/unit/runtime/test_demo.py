@@ -40,12 +40,19 @@ MODELS_OFF = "models are not enabled on this platform (setting models.enabled)"
 SKIPPED_FLOW = Seeded("flow demo/hourly-customers", "skipped", PIPELINES_OFF)
 SKIPPED_MODEL = Seeded("model demo/churn", "skipped", MODELS_OFF)
 SKIPPED_ROUTE = Seeded("route demo/churn", "skipped", MODELS_OFF)
+SKIPPED_MONITOR = Seeded("monitor demo/churn", "skipped", "route churn is not there")
 
 
 def test_demo_creates_the_demo_content_once(sqlite_platform: Platform) -> None:
     admin = sqlite_platform.admin()
-    assert demo(admin) == [*CREATED, SKIPPED_FLOW, SKIPPED_MODEL, SKIPPED_ROUTE]
-    assert demo(admin) == [*(Seeded(s.what, "exists") for s in CREATED), SKIPPED_FLOW, SKIPPED_MODEL, SKIPPED_ROUTE]
+    assert demo(admin) == [*CREATED, SKIPPED_FLOW, SKIPPED_MODEL, SKIPPED_ROUTE, SKIPPED_MONITOR]
+    assert demo(admin) == [
+        *(Seeded(s.what, "exists") for s in CREATED),
+        SKIPPED_FLOW,
+        SKIPPED_MODEL,
+        SKIPPED_ROUTE,
+        SKIPPED_MONITOR,
+    ]
     project = admin.projects.get(PROJECT)
     assert project.role == "owner" and project.status == "ready"
     assert [p.name for p in admin.projects.list()] == [PROJECT]
@@ -132,6 +139,7 @@ def test_demo_redoes_only_what_is_missing(sqlite_platform: Platform) -> None:
         "skipped",
         "skipped",
         "skipped",
+        "skipped",
     ]
 
 
@@ -152,8 +160,8 @@ def test_the_bundled_sample_is_what_its_script_makes() -> None:
 def test_the_flow_step_says_why_it_skips_when_pipelines_are_off(sqlite_platform: Platform) -> None:
     admin = sqlite_platform.admin()
     seeded = demo(admin)
-    assert seeded[-3:] == [SKIPPED_FLOW, SKIPPED_MODEL, SKIPPED_ROUTE]
-    assert str(seeded[-3]) == f"flow demo/hourly-customers: skipped ({PIPELINES_OFF})"
+    assert seeded[-4:] == [SKIPPED_FLOW, SKIPPED_MODEL, SKIPPED_ROUTE, SKIPPED_MONITOR]
+    assert str(seeded[-4]) == f"flow demo/hourly-customers: skipped ({PIPELINES_OFF})"
     assert admin.flows.list(PROJECT) == []
     # The source stays: it is data, usable by hand (`selfserve ingest`) once an admin opens its directory.
     source = admin.sources.get(PROJECT, FILES_SOURCE)

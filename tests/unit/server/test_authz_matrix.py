@@ -51,7 +51,7 @@ from sqlalchemy import delete, func, select
 from selfserve import schemas
 from selfserve.policy import identity, projects, tokens
 from selfserve.policy.authz import Caller
-from selfserve.schemas import data, models, pipelines, serving
+from selfserve.schemas import data, models, monitoring, pipelines, serving
 from selfserve.server import API_PREFIX, create_app
 from selfserve.server.deps import ACTION_KEY, SCOPE_KEY
 from selfserve.server.routes import runner
@@ -61,6 +61,7 @@ from selfserve.store.tables import (
     AuditEvent,
     FlowDeployment,
     Membership,
+    Monitor,
     Principal,
     Project,
     QuotaRequest,
@@ -210,7 +211,7 @@ def matches(status: int, want: int | str) -> bool:
 # runtime with its BentoML processes (deployments; a route's predict).
 ENGINE_ROUTES = tuple(
     f"{API_PREFIX}/projects/{{project}}/{noun}"
-    for noun in ("flows", "runs", "experiments", "models", "mlflow", "deployments", "routes/{name}/predict")
+    for noun in ("flows", "runs", "experiments", "models", "mlflow", "deployments", "routes/{name}/predict", "monitors")
 )
 # Data-plane calls whose record is the prediction log (``predictions-<route>``, ``feedback-<route>``),
 # not the audit trail: a success writes no audit record (a refusal does, as everywhere).
@@ -297,6 +298,10 @@ def needs(route: Route) -> set[str]:
         found |= {"deployment", "route"}
     if "/features" in path:
         found.add("dataset")
+    if path.endswith("/monitors"):
+        found |= {"deployment", "route", "dataset"}
+    if "/monitors/{name}" in path or "/alerts/" in path:
+        found |= {"deployment", "route", "monitor"}
     if "/features/{name}" in path:
         found.add("feature")
     return found
@@ -396,6 +401,12 @@ class World:
                 self._admin("PUT", f"/projects/{p}/datasets/sales/contract", json={"contract": CONTRACT})
             if "feature" in wanted:
                 self._admin("POST", f"/projects/{p}/features", json={"name": "sales", "dataset": "sales", "key": "id"})
+            if "monitor" in wanted:
+                self._monitor(p)
+                run = {"status": "drift", "drift_share": 1.0, "columns": {"age": {"drifted": True}}, "html": "<p>r</p>"}
+                self._admin("POST", f"/projects/{p}/monitors/{ROUTE}/runs", json=run)
+                alerts = self._admin("GET", f"/projects/{p}/alerts")
+                case.ids[(which, "alert")] = alerts[0]["id"]
             if "source" in wanted:
                 self._admin(
                     "POST",
@@ -456,6 +467,22 @@ class World:
                 )
             )
 
+    def _monitor(self, project: str) -> None:
+        """A monitor as ``monitor create`` leaves it (its schedule is a Prefect deployment, which this suite lacks)."""
+        with self.store.begin() as s:
+            proj = s.scalar(select(Project).where(Project.name == project))
+            s.add(
+                Monitor(
+                    project_id=proj.id,
+                    route=ROUTE,
+                    reference_dataset="sales",
+                    reference_version=0,
+                    window_seconds=3600,
+                    drift_share=0.3,
+                    created_by="owner",
+                )
+            )
+
     def credentials(self, who: Who, case: Case) -> Credentials:
         holder = who.user or "owner"
         scope = case.foreign if who.scoped_to_foreign else None
@@ -503,7 +530,7 @@ def _name_param(route: Route, case: Case, which: str | None, cred: Credentials) 
         return FLOW
     if "/deployments/" in route.path:
         return DEPLOYMENT
-    if "/routes/" in route.path:
+    if "/routes/" in route.path or "/monitors/" in route.path:
         return ROUTE
     return "sales"
 
@@ -527,6 +554,7 @@ PATH_VALUES: dict[str, Fill] = {
     "path": lambda r, c, which, cred: f"flow_runs/{RUN_ID}",
     "version": lambda r, c, which, cred: "1",
     "key": lambda r, c, which, cred: "1",
+    "alert_id": lambda r, c, which, cred: str(c.ids[(which or "own", "alert")]),
 }
 
 BODIES: dict[type[BaseModel], Fill] = {
@@ -558,6 +586,8 @@ BODIES: dict[type[BaseModel], Fill] = {
     models.CompareRequest: lambda r, c, w, cred: {"run_ids": [MLFLOW_RUN_ID, MLFLOW_RUN_ID[::-1]]},
     models.PromoteRequest: lambda r, c, w, cred: {"version": 1, "reason": "promoted by the matrix"},
     models.RollbackRequest: lambda r, c, w, cred: {"reason": "rolled back by the matrix"},
+    monitoring.MonitorCreate: lambda r, c, w, cred: {"route": ROUTE, "reference": "sales@0"},
+    monitoring.MonitorRunRecord: lambda r, c, w, cred: {"status": "no_data", "rows_reference": 2},
     serving.FeatureViewCreate: lambda r, c, w, cred: {"name": f"made-{c.n}", "dataset": "sales", "key": "id"},
     serving.DeploymentCreate: lambda r, c, w, cred: {"name": f"made-{c.n}", "model": "clf@champion"},
     serving.RouteCreate: lambda r, c, w, cred: {"name": f"made-{c.n}", "targets": {DEPLOYMENT: 100}},
@@ -579,7 +609,14 @@ FORMS: dict[str, Fill] = {
 }
 
 _SAMPLE = (
-    Case(1, "own-1", "foreign-1", "market-1", 1, {(w, k): 1 for w in ("own", "foreign") for k in ("job", "access")}),
+    Case(
+        1,
+        "own-1",
+        "foreign-1",
+        "market-1",
+        1,
+        {(w, k): 1 for w in ("own", "foreign") for k in ("job", "access", "alert")},
+    ),
     Credentials("ss_x", "owner", PASSWORD, 1),
 )
 

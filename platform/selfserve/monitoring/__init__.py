@@ -1,0 +1,1 @@
+"""Monitoring: Evidently drift and quality over routes' prediction logs, monitors, alerts."""
