@@ -1,8 +1,8 @@
 """Built-in flow: one run of a route's monitor.
 
 It reads, through the platform and with the run's project token, the reference dataset version and
-the route's prediction log over the monitor's window (live rows only, the newest
-``monitoring.max_rows``) with the labels sent for them, computes drift and quality with Evidently
+the route's prediction log (its newest version as Parquet, cut to the monitor's window: live rows
+only, the newest ``MAX_ROWS``) with the labels sent for them, computes drift and quality with Evidently
 (:mod:`selfserve.monitoring.drift`) and sends the summary and the HTML report back to the platform,
 which keeps them and raises an alert when the drift reaches the monitor's threshold. A window with
 no traffic is reported as ``no_data``: neither an error nor "no drift".
@@ -19,44 +19,36 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from selfserve import Client, InvalidInput, NotFound
+from selfserve import Client, NotFound
 
 MAX_ROWS = 100_000
 
 
-def _frame(table: Any) -> Any:
-    import pandas as pd
+def _window(client: Client, project: str, route: str, start: datetime, end: datetime, tmp: Path) -> tuple[Any, Any]:
+    """The live rows of the route's log in [start, end) (the newest MAX_ROWS) and the labels sent for
+    their requests. The log's newest version is read as Parquet and cut here: the query API returns
+    at most a page of rows."""
+    import polars as pl
 
-    return pd.DataFrame(table.rows, columns=[c.name for c in table.columns])
-
-
-def _window(client: Client, project: str, route: str, start: datetime, end: datetime) -> tuple[Any, Any]:
-    """The live rows of the route's log in [start, end) and the labels sent for their requests."""
-    predictions, feedback = f"predictions_{route.replace('-', '_')}", f"feedback_{route.replace('-', '_')}"
-    since, until = start.isoformat(), end.isoformat()
-    where = f"ts >= TIMESTAMPTZ '{since}' AND ts < TIMESTAMPTZ '{until}' AND NOT shadow AND ok"
     try:
-        rows = client.datasets.query(
-            project,
-            f"SELECT request_id, row, ts, shadow, ok, inputs, prediction FROM {predictions} WHERE {where} "
-            f"ORDER BY ts DESC LIMIT {MAX_ROWS}",
-            limit=MAX_ROWS,
-        )
-    except (NotFound, InvalidInput):  # no prediction was ever logged: the dataset does not exist yet
-        return _frame_empty(), None
+        path = client.datasets.export(project, f"predictions-{route}", tmp / "predictions.parquet")
+    except NotFound:  # nothing was ever logged: the dataset does not exist yet
+        return _empty(), None
+    live = (
+        pl.read_parquet(path)
+        .filter((pl.col("ts") >= start) & (pl.col("ts") < end) & ~pl.col("shadow") & pl.col("ok"))
+        .sort("ts", descending=True)
+        .head(MAX_ROWS)
+    )
     try:
-        labels = client.datasets.query(
-            project,
-            f"SELECT request_id, label FROM {feedback} WHERE request_id IN "
-            f"(SELECT request_id FROM {predictions} WHERE {where})",
-            limit=MAX_ROWS,
-        )
-    except (NotFound, InvalidInput):
-        labels = None
-    return _frame(rows), None if labels is None else _frame(labels)
+        labels_path = client.datasets.export(project, f"feedback-{route}", tmp / "feedback.parquet")
+    except NotFound:
+        return live.to_pandas(), None
+    labels = pl.read_parquet(labels_path).filter(pl.col("request_id").is_in(live["request_id"].unique()))
+    return live.to_pandas(), labels.to_pandas()
 
 
-def _frame_empty() -> Any:
+def _empty() -> Any:
     import pandas as pd
 
     columns = ("request_id", "row", "ts", "shadow", "ok", "inputs", "prediction")
@@ -78,7 +70,7 @@ def _monitor(project: str, request: dict[str, Any], log: Any) -> dict[str, Any]:
                 project, mon.reference_dataset, Path(tmp) / "reference.parquet", version=mon.reference_version
             )
             reference = pd.read_parquet(path)
-        predictions, labels = _window(client, project, route, start, end)
+            predictions, labels = _window(client, project, route, start, end, Path(tmp))
         log.info(
             "route %s: %d logged rows in the last %d s; reference %s@%d: %d rows",
             route,

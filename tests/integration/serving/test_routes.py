@@ -356,3 +356,61 @@ def test_a_route_fills_rows_from_a_feature_view(world: World, tmp_path: Any) -> 
     assert w.alice.features.lookup(w.project, "customers", 3).values["x1"] == pytest.approx(moved.iloc[3]["x1"])
     again = w.alice.routes.predict(w.project, "by-key", {"customer_id": 3})
     assert again.predictions == w.models[1].predict(moved.iloc[[3]][FEATURES]).tolist()
+
+
+def _wait_run(w: World, flow_run_id: str, timeout: float = 240.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = w.alice.runs.get(w.project, flow_run_id)
+        if run.state in ("completed", "failed", "crashed", "cancelled"):
+            return run
+        assert time.monotonic() < deadline, f"monitor run still {run.state}"
+        time.sleep(1.0)
+
+
+def test_a_monitor_flags_the_shifted_column_and_alerts(world: World, tmp_path: Any) -> None:
+    """The monitor flow on the real stack: the route's logged inputs against the training data, one
+    column shifted; the run is kept with its report, and the drift raises an alert."""
+    import pyarrow as pa
+
+    from tests.support import upload_table
+
+    w = world
+    reference = frame(1000, 31).assign(churned=0)
+    upload_table(w.alice, w.project, "training-data", pa.Table.from_pandas(reference), tmp_path)
+    w.alice.routes.create(w.project, "watched", "blue")
+    live = frame(300, 32)
+    live["x1"] = live["x1"] + 3.0  # far outside the reference
+    answers = [w.alice.routes.predict(w.project, "watched", live.iloc[i : i + 10].to_dict(orient="records"))
+               for i in range(0, 300, 10)]  # fmt: skip
+    w.alice.routes.feedback(w.project, "watched", {a.request_id: 1 for a in answers})
+    _wait_rows(w, "SELECT count(*) FROM predictions_watched HAVING count(*) >= 300", 1)
+    w.alice.monitors.create(
+        w.project, "watched", reference="training-data", label="churned", window_seconds=3600, drift_share=0.5
+    )
+    run = _wait_run(w, w.alice.monitors.run(w.project, "watched"))
+    assert run.state == "completed", w.alice.runs.logs(w.project, run.id).lines[-10:]
+    (result,) = w.alice.monitors.runs(w.project, "watched")
+    assert (result.status, result.rows_current, result.rows_reference) == ("drift", 300, 1000)
+    assert {c for c, v in result.columns.items() if v["drifted"]} == {"x1"}
+    assert result.has_report and result.drift_share == pytest.approx(0.5)
+    (alert,) = w.alice.alerts.list(w.project, route="watched")
+    assert alert.kind == "drift" and alert.run_id == result.id and "x1" in alert.message
+    html = w.alice.monitors.report(w.project, "watched", tmp_path / "report.html").read_text()
+    assert "<html" in html.lower() and "x1" in html
+
+
+def test_a_monitor_on_a_route_without_traffic_reports_no_data(world: World, tmp_path: Any) -> None:
+    import pyarrow as pa
+
+    from tests.support import upload_table
+
+    w = world
+    upload_table(w.alice, w.project, "quiet-reference", pa.Table.from_pandas(frame(200, 33)), tmp_path)
+    w.alice.routes.create(w.project, "quiet", "blue")
+    w.alice.monitors.create(w.project, "quiet", reference="quiet-reference@0", window_seconds=600)
+    run = _wait_run(w, w.alice.monitors.run(w.project, "quiet"))
+    assert run.state == "completed", w.alice.runs.logs(w.project, run.id).lines[-10:]
+    (result,) = w.alice.monitors.runs(w.project, "quiet")
+    assert (result.status, result.drift_share, result.rows_current) == ("no_data", None, 0)
+    assert w.alice.alerts.list(w.project, route="quiet") == []
