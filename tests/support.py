@@ -319,3 +319,67 @@ def log_skops_model(client: Client, project: str, model: Any, x: Any, *, name: s
                 registered_model_name=f"{project}.{name}",
             )
     return int(info.registered_model_version)
+
+
+# -- monitoring --------------------------------------------------------------------------------------
+
+
+def add_monitor(platform: Platform, project: str, route: str, **fields: Any) -> None:
+    """A monitor as ``monitor create`` leaves it, without its flow deployment (Prefect's, which the unit
+    suites lack; see :func:`add_monitor_flow`)."""
+    from sqlalchemy import select
+
+    from selfserve.store.tables import Monitor, Project
+
+    values: dict[str, Any] = {
+        "reference_dataset": "customers",
+        "reference_version": 0,
+        "label": "churned",
+        "task": "classification",
+        "window_seconds": 3600,
+        "drift_share": 0.3,
+        "created_by": "alice",
+    }
+    with platform.store.begin() as s:
+        proj = s.scalar(select(Project).where(Project.name == project))
+        assert proj is not None
+        s.add(Monitor(project_id=proj.id, route=route, **{**values, **fields}))
+
+
+def add_monitor_flow(platform: Platform, project: str, name: str) -> None:
+    """A monitor's flow deployment as deployed to Prefect (which the unit suites do not run)."""
+    from sqlalchemy import select
+
+    from selfserve.store.tables import FlowDeployment, Project
+
+    with platform.store.begin() as s:
+        proj = s.scalar(select(Project).where(Project.name == project))
+        assert proj is not None
+        s.add(
+            FlowDeployment(
+                project_id=proj.id,
+                name=name,
+                kind="builtin",
+                flow_name="selfserve-monitor",
+                entrypoint="monitor.py:monitor",
+                code_sha="0" * 64,
+                prefect_id=str(uuid.uuid4()),
+                parameters={"route": "score"},
+                created_by="alice",
+            )
+        )
+
+
+def drift_run(share: float, drifted: list[str], **extra: Any) -> dict[str, Any]:
+    """What a monitor run over columns age, income and plan sends, ``drifted`` of them drifted."""
+    columns = {c: {"score": 0.01 if c in drifted else 0.6, "stattest": "K-S p_value", "drifted": c in drifted}
+               for c in ("age", "income", "plan")}  # fmt: skip
+    return {
+        "status": "drift" if share >= 0.3 else "ok",
+        "drift_share": share,
+        "columns": columns,
+        "quality": {"accuracy": 0.81},
+        "rows_reference": 2000,
+        "rows_current": 500,
+        **extra,
+    }

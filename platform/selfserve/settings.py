@@ -459,7 +459,8 @@ class ClientSettings(BaseSettings):
 
 
 def inherited_environ() -> dict[str, str]:
-    """A copy of this process's environment, for building a child process's (the one other read of it)."""
+    """A copy of this process's environment (the one other read of it): for building a child process's,
+    and for a child the platform started to read what it was handed (a deployment's model file)."""
     return dict(os.environ)
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from selfserve.control_http import serve_json
 from selfserve.pipelines.prefect import FINAL_STATES, Prefect, launcher_argv, parse_time
 from selfserve.settings import Settings, get_settings, inherited_environ
 
@@ -187,33 +188,19 @@ class WorkerHost:
             for waiter in wake:
                 waiter.cancel()
 
-    async def serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def answer(self, method: str, path: str, headers: dict[str, str]) -> tuple[str, Any]:
         """``GET /health`` and ``POST /nudge`` (which must carry the runner key); nothing else."""
-        with contextlib.suppress(Exception):
-            request = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").split()
-            headers: dict[str, str] = {}
-            while len(headers) < 50:
-                line = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").strip()
-                if not line:
-                    break
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
-            method, path = (request + ["", ""])[:2]
-            if method == "GET" and path == "/health":
-                status = "200 OK" if self.synced else "503 Service Unavailable"
-                body = f'{{"running": {len(self.launches)}}}'
-            elif method == "POST" and path == "/nudge":
-                if hmac.compare_digest(headers.get("authorization", ""), f"Bearer {self.runner_key}"):
-                    self.nudged.set()
-                    status, body = "202 Accepted", "{}"
-                else:
-                    status, body = "401 Unauthorized", '{"error": "a nudge needs the runner key"}'
-            else:
-                status, body = "404 Not Found", '{"error": "not found"}'
-            head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            writer.write((head + body).encode())
-            await writer.drain()
-        writer.close()
+        if method == "GET" and path == "/health":
+            return ("200 OK" if self.synced else "503 Service Unavailable"), {"running": len(self.launches)}
+        if method == "POST" and path == "/nudge":
+            if hmac.compare_digest(headers.get("authorization", ""), f"Bearer {self.runner_key}"):
+                self.nudged.set()
+                return "202 Accepted", {}
+            return "401 Unauthorized", {"error": "a nudge needs the runner key"}
+        return "404 Not Found", {"error": "not found"}
+
+    async def serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await serve_json(reader, writer, self.answer)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

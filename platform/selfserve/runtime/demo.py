@@ -121,6 +121,17 @@ def _unseen(client: Client, what: str) -> Seeded | None:
     return None
 
 
+def _found(what: str, get: Callable[[], object]) -> Seeded | None:
+    """``exists`` when ``get()`` finds the thing, ``skipped`` when the service it needs is off, else None."""
+    try:
+        get()
+    except NotFound:
+        return None
+    except ServiceUnavailable as e:
+        return Seeded(what, "skipped", str(e))
+    return Seeded(what, "exists")
+
+
 def _exists(client: Client, name: str) -> bool:
     try:
         client.datasets.get(PROJECT, name)
@@ -184,11 +195,8 @@ def files_source(client: Client) -> Seeded:
     what = f"source {PROJECT}/{FILES_SOURCE}"
     if skip := _unseen(client, what):
         return skip
-    try:
-        client.sources.get(PROJECT, FILES_SOURCE)
-        return Seeded(what, "exists")
-    except NotFound:
-        pass
+    if found := _found(what, lambda: client.sources.get(PROJECT, FILES_SOURCE)):
+        return found
     client.sources.add(PROJECT, FILES_SOURCE, "file", {"path": str(DATA.resolve()), "format": "csv"})
     return Seeded(what, "created")
 
@@ -198,11 +206,8 @@ def hourly_ingest(client: Client) -> Seeded:
     what = f"flow {PROJECT}/{INGEST_FLOW}"
     if skip := _unseen(client, what):
         return skip
-    try:
-        client.flows.get(PROJECT, INGEST_FLOW)
-        return Seeded(what, "exists")
-    except NotFound:
-        pass
+    if found := _found(what, lambda: client.flows.get(PROJECT, INGEST_FLOW)):
+        return found
     try:
         client.runs.list(PROJECT, limit=1)  # answers 503 when pipelines are off
     except ServiceUnavailable as e:
@@ -244,13 +249,8 @@ def churn_model(client: Client) -> Seeded:
     what = f"model {PROJECT}/{MODEL}"
     if skip := _unseen(client, what):
         return skip
-    try:
-        client.flows.get(PROJECT, TRAIN_FLOW)
-        return Seeded(what, "exists")
-    except NotFound:
-        pass
-    except ServiceUnavailable as e:
-        return Seeded(what, "skipped", str(e))
+    if found := _found(what, lambda: client.flows.get(PROJECT, TRAIN_FLOW)):
+        return found
     try:
         client.models.list(PROJECT)  # answers 503 when models are off
         client.flows.deploy_builtin(
@@ -275,16 +275,20 @@ CHAMPION_WAIT_SECONDS = 600.0
 READY_WAIT_SECONDS = 300.0
 
 
+def _champion_now(client: Client) -> int | None:
+    try:
+        return client.models.get(PROJECT, MODEL).champion
+    except NotFound:
+        return None
+
+
 def _champion(client: Client, timeout: float) -> int | str:
     """The champion's version once the demo's training run made one, or why there is none."""
     import time
 
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            champion = client.models.get(PROJECT, MODEL).champion
-        except NotFound:
-            champion = None
+        champion = _champion_now(client)
         if champion is not None:
             return champion
         runs = client.runs.list(PROJECT, flow=TRAIN_FLOW, limit=1)
@@ -292,10 +296,7 @@ def _champion(client: Client, timeout: float) -> int | str:
             return f"no run of {TRAIN_FLOW} to make a champion"
         if runs[0].state in ("failed", "crashed", "cancelled", "completed"):
             # A completed run registers the champion just before it ends: look once more.
-            try:
-                champion = client.models.get(PROJECT, MODEL).champion
-            except NotFound:
-                champion = None
+            champion = _champion_now(client)
             return champion if champion is not None else f"training run {runs[0].id} ended {runs[0].state}"
         if time.monotonic() > deadline:
             return f"training run {runs[0].id} is still {runs[0].state} after {timeout:.0f} s; rerun `selfserve demo`"
@@ -309,13 +310,8 @@ def churn_serving(client: Client) -> Seeded:
     what = f"route {PROJECT}/{ROUTE}"
     if skip := _unseen(client, what):
         return skip
-    try:
-        client.routes.get(PROJECT, ROUTE)
-        return Seeded(what, "exists")
-    except NotFound:
-        pass
-    except ServiceUnavailable as e:
-        return Seeded(what, "skipped", str(e))
+    if found := _found(what, lambda: client.routes.get(PROJECT, ROUTE)):
+        return found
     try:
         champion = _champion(client, CHAMPION_WAIT_SECONDS)
         if isinstance(champion, str):
@@ -354,11 +350,8 @@ def churn_monitor(client: Client) -> Seeded:
     what = f"monitor {PROJECT}/{ROUTE}"
     if skip := _unseen(client, what):
         return skip
-    try:
-        client.monitors.get(PROJECT, ROUTE)
-        return Seeded(what, "exists")
-    except NotFound:
-        pass
+    if found := _found(what, lambda: client.monitors.get(PROJECT, ROUTE)):
+        return found
     try:
         client.routes.get(PROJECT, ROUTE)
     except (NotFound, ServiceUnavailable):

@@ -1,8 +1,8 @@
 """The BentoML service every deployment runs: ``bentoml serve selfserve.serving.bento_service:Deployment``.
 
 The serving runtime starts one such server per deployment and tells it what to serve through two
-variables of its environment (this module is the child's entry point, so it reads them itself; they are
-not settings, since each process serves one model):
+variables of its environment (read through ``selfserve.settings.inherited_environ``; they are not
+settings, since each process serves one model):
 
 - ``SELFSERVE_SERVING_MODEL_FILE``: the local path of the model, a scikit-learn model saved with skops;
 - ``SELFSERVE_SERVING_INPUTS``: the model's input columns in order, JSON ``[{"name": ..., "type": ...}]``
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Any
 
 import bentoml
 
-from selfserve.settings import get_settings
+from selfserve.serving import INPUTS_ENV, MODEL_FILE_ENV
+from selfserve.settings import get_settings, inherited_environ
 
-MODEL_FILE_ENV = "SELFSERVE_SERVING_MODEL_FILE"
-INPUTS_ENV = "SELFSERVE_SERVING_INPUTS"
 _FLOATS = {"double", "float"}
 _INTEGERS = {"long": "int64", "integer": "int32"}
 _INTEGER_BITS = {"long": 63, "integer": 31}
@@ -48,8 +46,8 @@ def deployment_environment() -> tuple[str, list[dict[str, str]]]:
     Raises:
         RuntimeError: a variable is missing or not what the runtime writes.
     """
-    path = os.environ.get(MODEL_FILE_ENV, "")
-    raw = os.environ.get(INPUTS_ENV, "")
+    env = inherited_environ()
+    path, raw = env.get(MODEL_FILE_ENV, ""), env.get(INPUTS_ENV, "")
     if not path or not raw:
         raise RuntimeError(f"{MODEL_FILE_ENV} and {INPUTS_ENV} must be set: the serving runtime starts this service")
     inputs = json.loads(raw)

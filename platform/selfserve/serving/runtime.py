@@ -54,14 +54,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from selfserve.control_http import serve_json
+from selfserve.serving import INPUTS_ENV, MODEL_FILE_ENV
 from selfserve.settings import Settings, get_settings, inherited_environ
 
 log = logging.getLogger("selfserve.serving.runtime")
 
 BENTO_SERVICE = "selfserve.serving.bento_service:Deployment"
-# The variables ``selfserve.serving.bento_service`` reads (its module docstring is the contract).
-MODEL_FILE_ENV = "SELFSERVE_SERVING_MODEL_FILE"
-INPUTS_ENV = "SELFSERVE_SERVING_INPUTS"
 # Set on every process of one start of a deployment (BentoML passes its environment to its workers).
 RUN_ENV = "SELFSERVE_SERVING_RUN"
 MODEL_FILE = "model.skops"
@@ -683,22 +682,7 @@ class ServingRuntime:
         return "404 Not Found", {"error": "not found"}
 
     async def serve_http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            request = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").split()
-            headers: dict[str, str] = {}
-            while len(headers) < 50:
-                line = (await asyncio.wait_for(reader.readline(), 5)).decode("latin-1").strip()
-                if not line:
-                    break
-                key, _, value = line.partition(":")
-                headers[key.strip().lower()] = value.strip()
-            method, target = (request + ["", ""])[:2]
-            status, payload = await self.answer(method, target, headers)
-            body = json.dumps(payload).encode()
-            head = f"HTTP/1.0 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            writer.write(head.encode() + body)
-            await writer.drain()
-        writer.close()
+        await serve_json(reader, writer, self.answer)
 
     # -- the process ------------------------------------------------------------------------------
 

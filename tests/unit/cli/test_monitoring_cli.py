@@ -9,72 +9,23 @@ from __future__ import annotations
 
 import json
 import stat
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from selfserve.cli.monitor import span, window_seconds
 from selfserve.client import Client
-from selfserve.store.tables import FlowDeployment, Monitor, Project
-from tests.support import Platform, add_deployment
+from tests import support
+from tests.support import add_deployment, add_monitor
+from tests.support import add_monitor_flow as add_flow
 from tests.unit.cli.conftest import PASSWORD, Cli
 
 HTML = b"<html><body><h1>Data drift</h1></body></html>"
 
 
-def add_monitor(platform: Platform, project: str, route: str, **fields: Any) -> None:
-    """A monitor as ``monitor create`` leaves it, without its flow deployment (Prefect's, which this suite lacks)."""
-    with platform.store.begin() as s:
-        proj = s.scalar(select(Project).where(Project.name == project))
-        assert proj is not None
-        values: dict[str, Any] = {
-            "reference_dataset": "customers",
-            "reference_version": 0,
-            "label": "churned",
-            "task": "classification",
-            "window_seconds": 3600,
-            "drift_share": 0.3,
-            "created_by": "alice",
-        }
-        s.add(Monitor(project_id=proj.id, route=route, **{**values, **fields}))
-
-
-def add_flow(platform: Platform, project: str, name: str) -> None:
-    """The monitor's flow deployment as deployed to Prefect (which this suite does not run)."""
-    with platform.store.begin() as s:
-        proj = s.scalar(select(Project).where(Project.name == project))
-        assert proj is not None
-        s.add(
-            FlowDeployment(
-                project_id=proj.id,
-                name=name,
-                kind="builtin",
-                flow_name="selfserve-monitor",
-                entrypoint="monitor.py:monitor",
-                code_sha="0" * 64,
-                prefect_id=str(uuid.uuid4()),
-                parameters={"route": "score"},
-                created_by="alice",
-            )
-        )
-
-
 def drift_run(share: float, drifted: list[str]) -> dict[str, Any]:
-    columns = {c: {"score": 0.01 if c in drifted else 0.6, "stattest": "K-S p_value", "drifted": c in drifted}
-               for c in ("age", "income", "plan")}  # fmt: skip
-    return {
-        "status": "drift" if share >= 0.3 else "ok",
-        "drift_share": share,
-        "columns": columns,
-        "quality": {"accuracy": 0.81},
-        "rows_reference": 2000,
-        "rows_current": 500,
-        "window_start": "2025-06-01T01:00:00Z",
-        "window_end": "2025-06-01T02:00:00Z",
-    }
+    return support.drift_run(share, drifted, window_start="2025-06-01T01:00:00Z", window_end="2025-06-01T02:00:00Z")
 
 
 NO_DATA = {"status": "no_data", "rows_reference": 2000, "rows_current": 0}

@@ -9,15 +9,13 @@ the serving runtime leaves it (no BentoML either).
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from selfserve.store.tables import FlowDeployment, Monitor, Project
+from tests import support
 from tests.support import Platform, add_deployment
 from tests.unit.console.test_app import (  # noqa: F401  (api_url and start_app are fixtures)
     PASSWORDS,
@@ -36,56 +34,21 @@ NO_DATA = {"status": "no_data", "rows_reference": 2000, "rows_current": 0}
 
 
 def add_monitor(platform: Platform, route: str, **fields: Any) -> None:
-    """A monitor as ``monitor create`` leaves it (its flow deployment is Prefect's, which this suite lacks)."""
-    with platform.store.begin() as s:
-        proj = s.scalar(select(Project).where(Project.name == PROJECT))
-        assert proj is not None
-        values: dict[str, Any] = {
-            "reference_dataset": "customers",
-            "reference_version": 0,
-            "label": "churned",
-            "task": "classification",
-            "window_seconds": 3600,
-            "schedule": "*/15 * * * *",
-            "drift_share": 0.3,
-            "created_by": "alice",
-        }
-        s.add(Monitor(project_id=proj.id, route=route, **{**values, **fields}))
+    support.add_monitor(platform, PROJECT, route, **{"schedule": "*/15 * * * *", **fields})
 
 
 def add_flow(platform: Platform, name: str) -> None:
-    """The monitor's flow deployment as deployed to Prefect (which this suite does not run)."""
-    with platform.store.begin() as s:
-        proj = s.scalar(select(Project).where(Project.name == PROJECT))
-        assert proj is not None
-        s.add(
-            FlowDeployment(
-                project_id=proj.id,
-                name=name,
-                kind="builtin",
-                flow_name="selfserve-monitor",
-                entrypoint="monitor.py:monitor",
-                code_sha="0" * 64,
-                prefect_id=str(uuid.uuid4()),
-                parameters={"route": "score"},
-                created_by="alice",
-            )
-        )
+    support.add_monitor_flow(platform, PROJECT, name)
 
 
 def drift_run(share: float, drifted: list[str]) -> dict[str, Any]:
-    columns = {c: {"score": 0.01 if c in drifted else 0.6, "stattest": "K-S p_value", "drifted": c in drifted}
-               for c in ("age", "income", "plan")}  # fmt: skip
-    return {
-        "status": "drift" if share >= 0.3 else "ok",
-        "drift_share": share,
-        "columns": columns,
-        "quality": {"accuracy": 0.81, "f1": 0.64},
-        "rows_reference": 2000,
-        "rows_current": 500,
-        "window_start": "2025-06-01T01:00:00Z",
-        "window_end": "2025-06-01T02:00:00Z",
-    }
+    return support.drift_run(
+        share,
+        drifted,
+        quality={"accuracy": 0.81, "f1": 0.64},
+        window_start="2025-06-01T01:00:00Z",
+        window_end="2025-06-01T02:00:00Z",
+    )
 
 
 @pytest.fixture

@@ -17,13 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from selfserve import Client, InvalidInput, NotFound, PermissionDenied
 from selfserve.errors import ServiceUnavailable
 from selfserve.monitoring import service
-from selfserve.store.tables import Monitor, Project
-from tests.support import Platform, add_deployment
+from tests.support import Platform, add_deployment, add_monitor, drift_run
 
 HTML = b"<html><body><h1>Data drift</h1></body></html>"
 
@@ -38,27 +36,6 @@ class World:
     p: str
 
 
-def add_monitor(platform: Platform, project: str, route: str, **fields: Any) -> None:
-    """A monitor as ``monitor create`` leaves it (its flow deployment is Prefect's, which this suite lacks)."""
-    with platform.store.begin() as s:
-        proj = s.scalar(select(Project).where(Project.name == project))
-        assert proj is not None
-        s.add(
-            Monitor(
-                project_id=proj.id,
-                route=route,
-                reference_dataset="customers",
-                reference_version=0,
-                label="churned",
-                task="classification",
-                window_seconds=3600,
-                drift_share=0.3,
-                created_by="alice",
-                **fields,
-            )
-        )
-
-
 @pytest.fixture
 def world(sqlite_platform: Platform) -> Iterator[World]:
     admin = sqlite_platform.admin()
@@ -70,19 +47,6 @@ def world(sqlite_platform: Platform) -> Iterator[World]:
     add_deployment(sqlite_platform, p, "v1")
     alice.routes.create(p, "score", "v1")
     yield World(sqlite_platform, admin, alice, vera, bob, p)
-
-
-def drift_run(share: float, drifted: list[str]) -> dict[str, Any]:
-    columns = {c: {"score": 0.01 if c in drifted else 0.6, "stattest": "K-S p_value", "drifted": c in drifted}
-               for c in ("age", "income", "plan")}  # fmt: skip
-    return {
-        "status": "drift" if share >= 0.3 else "ok",
-        "drift_share": share,
-        "columns": columns,
-        "quality": {"accuracy": 0.81},
-        "rows_reference": 2000,
-        "rows_current": 500,
-    }
 
 
 def test_runs_are_kept_and_drift_raises_an_alert(world: World, tmp_path: Any) -> None:
