@@ -155,7 +155,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         predictions = PredictionLog(settings, store, app.state.object_store)
         app.state.gateway = Gateway(settings, store, predictions, app.state.features)
     errors.install(app)
+    # Serving first: Starlette tries routes in order, and predict is the hot path.
     modules = (
+        serving,
         meta,
         auth,
         tokens,
@@ -170,7 +172,6 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         runner,
         models,
         mlflow,
-        serving,
         features,
         monitoring,
     )

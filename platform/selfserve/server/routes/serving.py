@@ -39,7 +39,8 @@ DeploymentName = Annotated[str, Path(min_length=1, max_length=63, pattern=r"^[a-
 RouteName = Annotated[str, Path(min_length=1, max_length=40, pattern=r"^[a-z][a-z0-9-]{0,39}$")]
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
+    # async: a plain def would send every predict through the threadpool for one attribute read
     gateway: Gateway | None = request.app.state.gateway
     if gateway is None:
         raise ServiceUnavailable("serving is not enabled on this platform (serving.enabled is off)")
